@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+// Cairn: an etcd-v3-compatible, strongly consistent key-value store.
+// The layout and its dependency direction are described in DESIGN.md (shared/):
+// pure core modules (CairnCore, CairnRaft, CairnMVCC, CairnStateMachine,
+// CairnReplica) depend on the standard library and swift-collections only.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+    .product(name: "NIOHPACK", package: "swift-nio-http2"),
+    .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+]
+
+let package = Package(
+    name: "Cairn",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+
+        // MARK: wire schema and RPC
+        .target(
+            name: "CairnAPI",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Protos"],
+            swiftSettings: strict
+        ),
+
+        .testTarget(
+            name: "CairnAPITests",
+            dependencies: ["CairnAPI"],
+            swiftSettings: strict
+        ),
+
+    ],
+    swiftLanguageModes: [.v6]
+)
