@@ -20,6 +20,9 @@ let nio: [Target.Dependency] = [
 let package = Package(
     name: "Cairn",
     platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cairn-bench", targets: ["cairn-bench"])
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
@@ -36,13 +39,38 @@ let package = Package(
             exclude: ["Protos"],
             swiftSettings: strict
         ),
+        .target(
+            name: "CairnRPC",
+            dependencies: ["CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
+            name: "cairn-bench",
+            dependencies: [
+                "CairnAPI", "CairnRPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ] + nio,
+            swiftSettings: strict
+        ),
 
         .testTarget(
             name: "CairnAPITests",
             dependencies: ["CairnAPI"],
             swiftSettings: strict
         ),
-
+        .target(
+            name: "CairnTestSupport",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            path: "Tests/CairnTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CairnRPCTests",
+            dependencies: ["CairnRPC", "CairnAPI", "CairnTestSupport"] + nio,
+            exclude: ["Interop"],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

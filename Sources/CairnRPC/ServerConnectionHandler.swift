@@ -1,0 +1,411 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// The whole gRPC server side of one HTTP/2 connection, in one handler.
+///
+/// It sits right after `NIOHTTP2Handler` and sees every stream's frames, so a
+/// call costs no child channel, no pipeline and no task hop: HEADERS route the
+/// stream to a registered method, DATA is deframed into messages that are
+/// decoded and handed to the service on this event loop, and answers go out as
+/// frames that are flushed once per read burst.
+final class ServerConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// The connection's lifecycle: it drains after a graceful shutdown request
+    /// (GOAWAY sent, running calls finish, new streams refused) and then closes.
+    enum State {
+        case active
+        case draining
+        case closed
+    }
+
+    static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
+    private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
+    private static let keepalivePing = HTTP2PingData(withInteger: 0x4361_6972_6E4B_4150)
+
+    let router: RPCServiceRouter
+    let configuration: RPCServerConfiguration
+    private(set) var peerIdentity: PeerIdentity?
+    private(set) var remoteAddress: SocketAddress?
+    private var context: ChannelHandlerContext?
+    private var state: State = .active
+    private var calls: [HTTP2StreamID: ServerCall] = [:]
+    private var highestStreamID: HTTP2StreamID = .rootStream
+    private var needsFlush = false
+    private var inReadBurst = false
+    private var flushScheduled = false
+    private let streamWindow: InboundWindowPolicy
+    private let connectionWindow: InboundWindowPolicy
+    private var readSinceKeepaliveCheck = false
+    private var hasStarted = false
+    private var keepaliveTask: Scheduled<Void>?
+    private var pingTimeoutTask: Scheduled<Void>?
+
+    init(router: RPCServiceRouter, configuration: RPCServerConfiguration) {
+        self.router = router
+        self.configuration = configuration
+        self.streamWindow = InboundWindowPolicy(targetBytes: configuration.streamWindowBytes)
+        self.connectionWindow = InboundWindowPolicy(targetBytes: configuration.connectionWindowBytes)
+    }
+
+    var eventLoop: any EventLoop { self.context!.eventLoop }
+    var allocator: ByteBufferAllocator { self.context!.channel.allocator }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.remoteAddress = context.channel.remoteAddress
+        if context.channel.isActive { self.started(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.started(context: context)
+        context.fireChannelActive()
+    }
+
+    private func started(context: ChannelHandlerContext) {
+        guard !self.hasStarted else { return }
+        self.hasStarted = true
+        let increment = self.configuration.connectionWindowBytes - 65_535
+        if increment > 0 {
+            self.write(
+                HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+        }
+        self.scheduleKeepaliveCheck()
+        self.flushIfNeeded()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.state = .closed
+        self.keepaliveTask?.cancel()
+        self.pingTimeoutTask?.cancel()
+        let calls = self.calls
+        self.calls = [:]
+        for call in calls.values { call.streamClosed() }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.inReadBurst = true
+        self.readSinceKeepaliveCheck = true
+        let frame = self.unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            if let call = self.calls[frame.streamID] {
+                if headers.endStream { self.requestEnded(call) }
+            } else {
+                self.streamOpened(frame.streamID, headers: headers.headers, endStream: headers.endStream)
+            }
+        case .data(let data):
+            guard let call = self.calls[frame.streamID], case .byteBuffer(let buffer) = data.data else {
+                return
+            }
+            self.received(buffer, endStream: data.endStream, on: call)
+        case .rstStream:
+            self.calls.removeValue(forKey: frame.streamID)?.streamClosed()
+        case .ping(_, ack: true):
+            self.pingTimeoutTask?.cancel()
+            self.pingTimeoutTask = nil
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.inReadBurst = false
+        self.flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let closed as StreamClosedEvent:
+            self.calls.removeValue(forKey: closed.streamID)?.streamClosed()
+            self.closeIfDrained()
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            self.windowChanged(window)
+        case let identity as RPCPeerIdentityEvent:
+            self.peerIdentity = identity.identity
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func triggerUserOutboundEvent(
+        context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?
+    ) {
+        guard event is RPCServer.GracefulShutdownEvent else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        self.beginDraining()
+        promise?.succeed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Stream errors have already reset just that stream (a StreamClosedEvent
+        // follows); anything else means the connection cannot continue.
+        if error is NIOHTTP2Errors.StreamError { return }
+        context.close(promise: nil)
+    }
+
+    // MARK: Calls
+
+    /// Validates a new stream's headers and starts its call, or answers it with
+    /// the error gRPC prescribes.
+    private func streamOpened(_ streamID: HTTP2StreamID, headers: HPACKHeaders, endStream: Bool) {
+        if streamID > self.highestStreamID { self.highestStreamID = streamID }
+        guard case .active = self.state else {
+            self.writeReset(streamID, .refusedStream)
+            return
+        }
+        let request = RequestHead(headers)
+        if let rejection = request.rejection(router: self.router) {
+            self.reject(streamID, rejection, requestEnded: endStream)
+            return
+        }
+        let method = self.router.methods[request.path]!
+        let deadline = request.timeout.map { NIODeadline.now() + $0 }
+        let call = ServerCall(
+            streamID: streamID, path: request.path, requestHeaders: headers, deadline: deadline,
+            requestBytesMax: method.requestBytesMax ?? self.configuration.requestBytesMax, connection: self)
+        self.calls[streamID] = call
+        call.armDeadline()
+        switch method.kind {
+        case .unary(let handler): call.unaryHandler = handler
+        case .streaming(let open): call.sink = open(call)
+        }
+        if endStream { self.requestEnded(call) }
+    }
+
+    private func reject(_ streamID: HTTP2StreamID, _ rejection: RequestHead.Rejection, requestEnded: Bool) {
+        switch rejection {
+        case .httpStatus(let code):
+            self.writeHeaders(streamID, [":status": String(code)], endStream: true)
+        case .grpcStatus(let status):
+            var trailers = Self.trailers(status, trailersOnly: true)
+            trailers.add(name: "grpc-accept-encoding", value: "identity")
+            self.writeHeaders(streamID, trailers, endStream: true)
+        }
+        if !requestEnded { self.writeReset(streamID, .noError) }
+    }
+
+    private func received(_ buffer: ByteBuffer, endStream: Bool, on call: ServerCall) {
+        guard !call.isFinished else { return }
+        call.deframer.append(buffer)
+        while !call.isFinished {
+            let message: ByteBuffer
+            do {
+                guard let next = try call.deframer.nextMessage() else { break }
+                message = next
+            } catch .tooLarge(let length, let limit) {
+                call.reset(
+                    RPCStatus(
+                        .resourceExhausted, "grpc: received message larger than max (\(length) vs. \(limit))")
+                )
+                return
+            } catch {
+                call.reset(RPCStatus(.internal, "grpc: compressed flag set with identity or empty encoding"))
+                return
+            }
+            if call.unaryHandler != nil {
+                guard call.unaryRequest == nil else {
+                    call.reset(
+                        RPCStatus(.internal, "grpc: received more than one request message for a unary call"))
+                    return
+                }
+                call.unaryRequest = message
+            } else if let status = call.sink?.receive(message) {
+                call.reset(status)
+                return
+            }
+        }
+        if endStream { self.requestEnded(call) }
+    }
+
+    private func requestEnded(_ call: ServerCall) {
+        call.requestEnded()
+        guard !call.isFinished else { return }
+        if call.deframer.bufferedBytes > 0 {
+            call.reset(RPCStatus(.internal, "grpc: request ended inside a message"))
+        } else if let handler = call.unaryHandler {
+            guard let request = call.unaryRequest else {
+                call.finish(RPCStatus(.internal, "grpc: request ended without a message"))
+                return
+            }
+            call.unaryRequest = nil
+            handler(request, call)
+        } else {
+            call.sink?.end()
+        }
+    }
+
+    // MARK: Flow control, keepalive, shutdown
+
+    private func windowChanged(_ event: NIOHTTP2WindowUpdatedEvent) {
+        guard let window = event.inboundWindowSize else { return }
+        if event.streamID == .rootStream {
+            if let increment = self.connectionWindow.increment(currentBytes: window) {
+                self.write(
+                    HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+            }
+        } else if let call = self.calls[event.streamID], !call.isFinished,
+            let increment = self.streamWindow.increment(currentBytes: window)
+        {
+            self.write(
+                HTTP2Frame(streamID: event.streamID, payload: .windowUpdate(windowSizeIncrement: increment)))
+        }
+    }
+
+    private func scheduleKeepaliveCheck() {
+        guard let interval = self.configuration.keepaliveInterval, let context = self.context else { return }
+        self.keepaliveTask = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            self.keepaliveCheck()
+            if case .closed = self.state { return }
+            self.scheduleKeepaliveCheck()
+        }
+    }
+
+    /// Pings an idle peer; closes the connection if the ping is not answered
+    /// within `keepaliveTimeout` (a peer that vanished without a FIN).
+    private func keepaliveCheck() {
+        defer { self.readSinceKeepaliveCheck = false }
+        guard !self.readSinceKeepaliveCheck, self.pingTimeoutTask == nil, let context = self.context else {
+            return
+        }
+        self.write(HTTP2Frame(streamID: .rootStream, payload: .ping(Self.keepalivePing, ack: false)))
+        self.pingTimeoutTask = context.eventLoop.assumeIsolated().scheduleTask(
+            in: self.configuration.keepaliveTimeout
+        ) {
+            self.context?.close(promise: nil)
+        }
+    }
+
+    private func beginDraining() {
+        guard case .active = self.state, let context = self.context else { return }
+        self.state = .draining
+        self.write(
+            HTTP2Frame(
+                streamID: .rootStream,
+                payload: .goAway(lastStreamID: self.highestStreamID, errorCode: .noError, opaqueData: nil)))
+        self.flushIfNeeded()
+        context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.shutdownGracePeriod) {
+            self.context?.close(promise: nil)
+        }
+        self.closeIfDrained()
+    }
+
+    /// Closes a draining connection once its last call ended. The close waits
+    /// for the next event-loop tick: the last call's trailers may still be on
+    /// their way through the HTTP/2 handler when its stream reports closed.
+    private func closeIfDrained() {
+        guard case .draining = self.state, self.calls.isEmpty, let context = self.context else { return }
+        self.state = .closed
+        context.eventLoop.assumeIsolated().execute {
+            self.flushIfNeeded()
+            self.context?.close(promise: nil)
+        }
+    }
+
+    // MARK: Writing
+
+    func writeHeaders(_ streamID: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
+        self.write(
+            HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: endStream))))
+    }
+
+    func writeData(_ streamID: HTTP2StreamID, _ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        self.write(
+            HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(buffer)))), promise: promise
+        )
+    }
+
+    func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) {
+        self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(code)))
+    }
+
+    private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
+        guard let context = self.context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(self.wrapOutboundOut(frame), promise: promise)
+        self.needsFlush = true
+        if !self.inReadBurst && !self.flushScheduled {
+            self.flushScheduled = true
+            context.eventLoop.assumeIsolated().execute {
+                self.flushScheduled = false
+                self.flushIfNeeded()
+            }
+        }
+    }
+
+    private func flushIfNeeded() {
+        guard self.needsFlush, let context = self.context else { return }
+        self.needsFlush = false
+        context.flush()
+    }
+
+    static func trailers(_ status: RPCStatus, trailersOnly: Bool) -> HPACKHeaders {
+        if status.code == .ok && !trailersOnly { return Self.okTrailers }
+        var headers: HPACKHeaders = trailersOnly ? Self.responseHeaders : [:]
+        headers.add(name: "grpc-status", value: String(status.code.rawValue))
+        if !status.message.isEmpty {
+            headers.add(name: "grpc-message", value: PercentEncoding.encode(status.message))
+        }
+        return headers
+    }
+}
+
+/// The parts of a request's HEADERS that decide whether and how to serve it.
+struct RequestHead {
+    /// Why a request is answered without reaching a service.
+    enum Rejection {
+        case httpStatus(Int)
+        case grpcStatus(RPCStatus)
+    }
+
+    var path = ""
+    var method = ""
+    var contentType = ""
+    var encoding: String?
+    var timeoutText: String?
+    var timeout: TimeAmount?
+
+    init(_ headers: HPACKHeaders) {
+        for (name, value, _) in headers {
+            switch name {
+            case ":path": self.path = value
+            case ":method": self.method = value
+            case "content-type": self.contentType = value
+            case "grpc-encoding": self.encoding = value
+            case "grpc-timeout":
+                self.timeoutText = value
+                self.timeout = GRPCTimeout.parse(Substring(value))
+            default: break
+            }
+        }
+    }
+
+    func rejection(router: RPCServiceRouter) -> Rejection? {
+        if self.method != "POST" { return .httpStatus(405) }
+        if !self.contentType.hasPrefix("application/grpc") { return .httpStatus(415) }
+        if let encoding = self.encoding, encoding != "identity" {
+            return .grpcStatus(
+                RPCStatus(
+                    .unimplemented, "grpc: Decompressor is not installed for grpc-encoding \"\(encoding)\""))
+        }
+        if let text = self.timeoutText, self.timeout == nil {
+            return .grpcStatus(RPCStatus(.internal, "transport: malformed grpc-timeout: \(text)"))
+        }
+        if router.methods[self.path] == nil {
+            return .grpcStatus(router.unknownMethodStatus(path: self.path))
+        }
+        return nil
+    }
+}
