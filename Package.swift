@@ -31,6 +31,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
+        // MARK: pure core
+        .target(name: "CairnCore", swiftSettings: strict),
+        .target(
+            name: "CairnMVCC",
+            dependencies: ["CairnCore", .product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
 
         // MARK: wire schema and RPC
         .target(
@@ -53,6 +60,9 @@ let package = Package(
             ] + nio,
             swiftSettings: strict
         ),
+
+        .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: strict),
+        .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnCore"], swiftSettings: strict),
 
         .testTarget(
             name: "CairnAPITests",

@@ -1,0 +1,123 @@
+import CairnCore
+
+/// The answer to HashKV: a digest of every retained version up to a
+/// revision, so members can compare their key spaces.
+public struct KeySpaceHash: Hashable, Sendable {
+    public var hash: UInt32
+    public var compactRevision: Int64
+    /// The revision the hash covers.
+    public var revision: Int64
+}
+
+extension MVCCStore {
+    /// etcd's Compact: forgets every version that no read at or after
+    /// `revision` can see, keeping each key's newest version at or below it
+    /// (unless that is a delete), and the history before `revision`.
+    public mutating func compact(_ revision: Int64) throws(CairnError) {
+        if revision <= compactedRevision { throw .compacted }
+        if revision > currentRevision { throw .futureRevision }
+        compactedRevision = revision
+        var emptied = false
+        for key in sortedKeys.all {
+            let dropped = index[key]!.compact(at: revision)
+            for old in dropped { values.removeValue(forKey: old) }
+            if index[key]!.isEmpty {
+                index.removeValue(forKey: key)
+                emptied = true
+            }
+        }
+        if emptied { sortedKeys.removeAll { index[$0] == nil } }
+        compactHistory(revision)
+    }
+
+    private mutating func compactHistory(_ revision: Int64) {
+        while historyFirstRevision < revision, !history.isEmpty {
+            history.removeFirst()
+            historyFirstRevision += 1
+        }
+        if historyFirstRevision == revision, !history.isEmpty {
+            history[0].removeAll { $0.kind == .delete }
+        }
+    }
+
+    /// The events of main revisions `from` through `through` on keys in
+    /// `range`, never splitting a revision: at most `eventsMax` events (more only
+    /// when the first revision with events alone holds more) and at most
+    /// `revisionsMax` revisions scanned. Returns the events and the next
+    /// revision to read. `from` must not be below the compacted revision.
+    public func events(
+        in range: KeyRange, from: Int64, through: Int64, eventsMax: Int, revisionsMax: Int = .max
+    ) -> (events: [Event], next: Int64) {
+        precondition(from >= compactedRevision, "history read from \(from) below \(compactedRevision)")
+        var events: [Event] = []
+        var revision = max(from, historyFirstRevision)
+        var scanned = 0
+        while revision <= min(through, currentRevision) && scanned < revisionsMax {
+            var batch: [Event] = []
+            for var event in history[Int(revision - historyFirstRevision)]
+            where range.contains(event.keyValue.key) {
+                // etcd reads the previous version at revision - 1, which
+                // compaction may have removed.
+                if revision - 1 < compactedRevision { event.previous = nil }
+                batch.append(event)
+            }
+            if !events.isEmpty && events.count + batch.count > eventsMax { break }
+            events += batch
+            revision += 1
+            scanned += 1
+            if events.count >= eventsMax { break }
+        }
+        return (events, revision)
+    }
+
+    /// A CRC-32C digest of every retained version at or below `revision`
+    /// (0 = current), in key then revision order; etcd's HashKV checks apply.
+    public func hashKeySpace(revision: Int64 = 0) throws(CairnError) -> KeySpaceHash {
+        if revision > currentRevision { throw .futureRevision }
+        let upTo = revision <= 0 ? currentRevision : revision
+        if upTo < compactedRevision { throw .compacted }
+        var crc = CRC32C()
+        for key in sortedKeys.all {
+            for stored in index[key]!.allRevisions where stored.main <= upTo {
+                crc.update(integer: stored.main)
+                crc.update(integer: stored.sub)
+                crc.update(bytes: key.bytes)
+                if let keyValue = values[stored] {
+                    crc.update(integer: keyValue.createRevision)
+                    crc.update(integer: keyValue.version)
+                    crc.update(integer: keyValue.lease.rawValue)
+                    crc.update(bytes: keyValue.value)
+                } else {
+                    crc.update(integer: -1)  // a tombstone
+                }
+            }
+        }
+        return KeySpaceHash(hash: crc.value, compactRevision: compactedRevision, revision: upTo)
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum etcd uses for HashKV.
+struct CRC32C {
+    private static let table: [UInt32] = (0..<256).map { byte in
+        var crc = UInt32(byte)
+        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+        return crc
+    }
+
+    private var state: UInt32 = 0xFFFF_FFFF
+
+    var value: UInt32 { ~state }
+
+    mutating func update(bytes: [UInt8]) {
+        update(integer: Int64(bytes.count))
+        for byte in bytes { state = Self.table[Int((state ^ UInt32(byte)) & 0xff)] ^ (state >> 8) }
+    }
+
+    mutating func update(integer: Int64) {
+        var bits = UInt64(bitPattern: integer)
+        for _ in 0..<8 {
+            state = Self.table[Int((state ^ UInt32(bits & 0xff)) & 0xff)] ^ (state >> 8)
+            bits >>= 8
+        }
+    }
+}
