@@ -39,6 +39,9 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: storage (WAL, snapshot files, file-system seam; Glibc, no Foundation)
+        .target(name: "CairnStorage", swiftSettings: strict),
+
         // MARK: wire schema and RPC
         .target(
             name: "CairnAPI",
@@ -63,7 +66,7 @@ let package = Package(
 
         .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: strict),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnCore"], swiftSettings: strict),
-
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage"], swiftSettings: strict),
         .testTarget(
             name: "CairnAPITests",
             dependencies: ["CairnAPI"],
