@@ -17,9 +17,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: ClientCall] = [:]
     private var nextStreamID = 1
-    private var needsFlush = false
-    private var inReadBurst = false
-    private var flushScheduled = false
+    private var flushes = FlushCoalescer()
     private(set) var isRetired = false
     private let streamWindow: InboundWindowPolicy
     private let connectionWindow: InboundWindowPolicy
@@ -113,7 +111,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     // MARK: Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.inReadBurst = true
+        self.flushes.readBurstBegan()
         let frame = self.unwrapInboundIn(data)
         switch frame.payload {
         case .settings(.settings):
@@ -140,7 +138,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.inReadBurst = false
+        self.flushes.readBurstEnded()
         self.flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -190,19 +188,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             return
         }
         context.write(self.wrapOutboundOut(frame), promise: promise)
-        self.needsFlush = true
-        if !self.inReadBurst && !self.flushScheduled {
-            self.flushScheduled = true
+        if self.flushes.wrote() {
             context.eventLoop.assumeIsolated().execute {
-                self.flushScheduled = false
+                self.flushes.scheduledFlushRan()
                 self.flushIfNeeded()
             }
         }
     }
 
     private func flushIfNeeded() {
-        guard self.needsFlush, let context = self.context else { return }
-        self.needsFlush = false
+        guard let context = self.context, self.flushes.takeFlush() else { return }
         context.flush()
     }
 }

@@ -34,9 +34,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var state: State = .active
     private var calls: [HTTP2StreamID: ServerCall] = [:]
     private var highestStreamID: HTTP2StreamID = .rootStream
-    private var needsFlush = false
-    private var inReadBurst = false
-    private var flushScheduled = false
+    private var flushes = FlushCoalescer()
     private let streamWindow: InboundWindowPolicy
     private let connectionWindow: InboundWindowPolicy
     private var readSinceKeepaliveCheck = false
@@ -90,7 +88,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.inReadBurst = true
+        self.flushes.readBurstBegan()
         self.readSinceKeepaliveCheck = true
         let frame = self.unwrapInboundIn(data)
         switch frame.payload {
@@ -116,7 +114,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.inReadBurst = false
+        self.flushes.readBurstEnded()
         self.flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -335,19 +333,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         context.write(self.wrapOutboundOut(frame), promise: promise)
-        self.needsFlush = true
-        if !self.inReadBurst && !self.flushScheduled {
-            self.flushScheduled = true
+        if self.flushes.wrote() {
             context.eventLoop.assumeIsolated().execute {
-                self.flushScheduled = false
+                self.flushes.scheduledFlushRan()
                 self.flushIfNeeded()
             }
         }
     }
 
     private func flushIfNeeded() {
-        guard self.needsFlush, let context = self.context else { return }
-        self.needsFlush = false
+        guard let context = self.context, self.flushes.takeFlush() else { return }
         context.flush()
     }
 

@@ -34,13 +34,7 @@ public struct RPCServiceRouter: Sendable {
         _ handler: @escaping @Sendable (Request, RPCContext) throws -> Response
     ) {
         self.register(method, requestBytesMax: requestBytesMax) { payload, call in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: payload.readableBytesSpan)
-            } catch {
-                call.finish(.requestUndecodable(error))
-                return
-            }
+            guard let request: Request = Self.decode(payload, for: call) else { return }
             do {
                 call.respondUnary(try handler(request, RPCContext(call: call)))
             } catch {
@@ -57,13 +51,7 @@ public struct RPCServiceRouter: Sendable {
         _ handler: @escaping @Sendable (Request, RPCContext) -> EventLoopFuture<Response>
     ) {
         self.register(method, requestBytesMax: requestBytesMax) { payload, call in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: payload.readableBytesSpan)
-            } catch {
-                call.finish(.requestUndecodable(error))
-                return
-            }
+            guard let request: Request = Self.decode(payload, for: call) else { return }
             let eventLoop = call.eventLoop
             handler(request, RPCContext(call: call)).hop(to: eventLoop).assumeIsolated().whenComplete {
                 result in
@@ -114,6 +102,18 @@ public struct RPCServiceRouter: Sendable {
         let (service, _) = Self.split(method.path)
         self.services.insert(String(service))
         self.methods[method.path] = RegisteredMethod(requestBytesMax: requestBytesMax, kind: .unary(body))
+    }
+
+    /// Decodes a unary request, or ends the call with gRPC's status for an undecodable one.
+    private static func decode<Request: SwiftProtobuf.Message>(_ payload: ByteBuffer, for call: ServerCall)
+        -> Request?
+    {
+        do {
+            return try Request(serializedBytes: payload.readableBytesSpan)
+        } catch {
+            call.finish(.requestUndecodable(error))
+            return nil
+        }
     }
 
     /// The status for a path no method is registered at, with grpc-go's texts.
