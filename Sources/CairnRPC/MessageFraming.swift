@@ -1,4 +1,5 @@
 import NIOCore
+import SwiftProtobuf
 
 /// gRPC's length-prefixed message framing: one flag byte (1 = compressed), a
 /// four-byte big-endian length, then the message.
@@ -62,5 +63,53 @@ extension ByteBuffer {
         self.writeInteger(UInt8(0))
         self.writeInteger(UInt32(payload.count))
         self.writeBytes(payload)
+    }
+}
+
+/// A gRPC-framed message that swift-protobuf serializes straight into: the
+/// buffer keeps the five-byte prefix before its reader index, so encoding a
+/// message costs one allocation and no copy.
+struct FramedMessageBytes: SwiftProtobufContiguousBytes {
+    private var buffer: ByteBuffer
+
+    init(repeating byte: UInt8, count: Int) {
+        self.buffer = ByteBufferAllocator().buffer(capacity: MessageDeframer.prefixBytes + count)
+        self.buffer.writeInteger(UInt8(0))
+        self.buffer.writeInteger(UInt32(count))
+        self.buffer.writeRepeatingByte(byte, count: count)
+        self.buffer.moveReaderIndex(forwardBy: MessageDeframer.prefixBytes)
+    }
+
+    init<Bytes: Sequence>(_ sequence: Bytes) where Bytes.Element == UInt8 {
+        let bytes = Array(sequence)
+        self.init(repeating: 0, count: bytes.count)
+        self.buffer.setBytes(bytes, at: self.buffer.readerIndex)
+    }
+
+    var count: Int { self.buffer.readableBytes }
+
+    func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try self.buffer.withUnsafeReadableBytes(body)
+    }
+
+    mutating func withUnsafeMutableBytes<Result>(
+        _ body: (UnsafeMutableRawBufferPointer) throws -> Result
+    ) rethrows -> Result {
+        try self.buffer.withUnsafeMutableReadableBytes(body)
+    }
+
+    /// The whole frame, prefix included, ready for a DATA frame.
+    var framed: ByteBuffer {
+        var whole = self.buffer
+        whole.moveReaderIndex(to: 0)
+        return whole
+    }
+}
+
+extension SwiftProtobuf.Message {
+    /// This message serialized as one length-prefixed, uncompressed gRPC message.
+    func grpcFramed() throws -> ByteBuffer {
+        let bytes: FramedMessageBytes = try self.serializedBytes()
+        return bytes.framed
     }
 }

@@ -190,10 +190,7 @@ public final class RPCConnection: Sendable {
     }
 
     static func frame<Message: SwiftProtobuf.Message>(_ message: Message) throws -> ByteBuffer {
-        let bytes: [UInt8] = try message.serializedBytes()
-        var buffer = ByteBuffer()
-        buffer.writeGRPCMessage(bytes)
-        return buffer
+        try message.grpcFramed()
     }
 
     private func makeCall(

@@ -78,9 +78,9 @@ final class ServerCall {
     @discardableResult
     func sendMessage<Response: SwiftProtobuf.Message>(_ response: Response, trackWrite: Bool) -> Bool {
         guard case .open(let headersSent, let requestEnded) = self.state else { return false }
-        let payload: [UInt8]
+        let buffer: ByteBuffer
         do {
-            payload = try response.serializedBytes()
+            buffer = try response.grpcFramed()
         } catch {
             self.finish(RPCStatus(.internal, "grpc: error while marshaling: \(error)"))
             return false
@@ -90,8 +90,6 @@ final class ServerCall {
                 self.streamID, ServerConnectionHandler.responseHeaders, endStream: false)
             self.state = .open(responseHeadersSent: true, requestEnded: requestEnded)
         }
-        var buffer = self.connection.allocator.buffer(capacity: MessageDeframer.prefixBytes + payload.count)
-        buffer.writeGRPCMessage(payload)
         guard trackWrite else {
             self.connection.writeData(self.streamID, buffer, promise: nil)
             return true

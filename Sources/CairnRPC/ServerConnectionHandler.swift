@@ -50,7 +50,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     var eventLoop: any EventLoop { self.context!.eventLoop }
-    var allocator: ByteBufferAllocator { self.context!.channel.allocator }
 
     // MARK: Channel events
 
@@ -120,12 +119,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Ordered by frequency: every DATA frame brings a window event.
         switch event {
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            self.windowChanged(window)
+        case is NIOHTTP2StreamCreatedEvent:
+            break
         case let closed as StreamClosedEvent:
             self.calls.removeValue(forKey: closed.streamID)?.streamClosed()
             self.closeIfDrained()
-        case let window as NIOHTTP2WindowUpdatedEvent:
-            self.windowChanged(window)
         case let identity as RPCPeerIdentityEvent:
             self.peerIdentity = identity.identity
         default:
