@@ -63,7 +63,8 @@ public final class RPCConnection: Sendable {
     final class Core {
         var state: State = .connecting
         var failures = 0
-        var pending: [ClientCall] = []
+        /// Calls waiting for the connection, with whether they wait for ready.
+        var pending: [(call: ClientCall, waitForReady: Bool)] = []
     }
 
     public let host: String
@@ -171,7 +172,8 @@ public final class RPCConnection: Sendable {
             let previous = core.state
             core.state = .shutdown
             self.readyFlag.withLockedValue { $0 = false }
-            self.failPending(core, RPCStatus(.unavailable, "the client connection is shut down"))
+            self.failPending(
+                core, RPCStatus(.unavailable, "the client connection is shut down"), evenWaitForReady: true)
             switch previous {
             case .handshaking(let channel), .ready(_, let channel): channel.close(promise: nil)
             default: break
@@ -209,10 +211,10 @@ public final class RPCConnection: Sendable {
         case .ready(let handler, _):
             handler.start(call)
         case .connecting, .handshaking:
-            self.queue(call, core: core)
+            self.queue(call, core: core, waitForReady: waitForReady)
         case .backoff:
             if waitForReady {
-                self.queue(call, core: core)
+                self.queue(call, core: core, waitForReady: true)
             } else {
                 call.connectionFailed(
                     RPCStatus(
@@ -223,18 +225,23 @@ public final class RPCConnection: Sendable {
         }
     }
 
-    private func queue(_ call: ClientCall, core: Core) {
+    private func queue(_ call: ClientCall, core: Core, waitForReady: Bool) {
         guard core.pending.count < self.configuration.pendingCallsMax else {
             call.connectionFailed(RPCStatus(.unavailable, "too many calls waiting for a connection"))
             return
         }
-        core.pending.append(call)
+        core.pending.append((call, waitForReady))
     }
 
-    private func failPending(_ core: Core, _ status: RPCStatus) {
+    /// Fails the calls waiting for a connection after a failed attempt; those
+    /// that wait for ready stay queued for the next attempt unless the
+    /// connection is shutting down.
+    private func failPending(_ core: Core, _ status: RPCStatus, evenWaitForReady: Bool = false) {
         let pending = core.pending
-        core.pending = []
-        for call in pending { call.connectionFailed(status) }
+        core.pending = pending.filter { $0.waitForReady && !evenWaitForReady && !$0.call.isClosed }
+        for entry in pending where !entry.waitForReady || evenWaitForReady {
+            entry.call.connectionFailed(status)
+        }
     }
 
     private func connect(_ core: Core) {
@@ -321,7 +328,7 @@ public final class RPCConnection: Sendable {
         self.readyFlag.withLockedValue { $0 = true }
         let pending = core.pending
         core.pending = []
-        for call in pending where !call.isClosed { handler.start(call) }
+        for entry in pending where !entry.call.isClosed { handler.start(entry.call) }
     }
 
     private func scheduleReconnect(_ core: Core) {

@@ -296,6 +296,28 @@ final class ChunkStream: RPCStreamHandler {
     }
 }
 
+extension ServerClientTests {
+    @Test func waitForReadyCallsOutlastFailedConnectionAttempts() async throws {
+        let port = TestPorts.allocate()
+        var configuration = RPCClientConfiguration()
+        configuration.backoffInitial = .milliseconds(20)
+        configuration.backoffMax = .milliseconds(50)
+        let client = try RPCClient(endpoints: ["127.0.0.1:\(port)"], configuration: configuration)
+        var request = Etcdserverpb_PutRequest()
+        request.value = Data(repeating: 1, count: 7)
+        let waiting = client.connection().unaryFuture(
+            EtcdKV.put, request, options: RPCCallOptions(timeout: .seconds(20), waitForReady: true))
+        await #expect(throws: RPCStatus.self) {
+            _ = try await client.unary(EtcdKV.put, request)  // fails fast: nothing listens yet
+        }
+        try await Task.sleep(for: .milliseconds(200))  // several failed connection attempts
+        let server = try await TestServer(port: port)
+        #expect(try await waiting.get().header.revision == 7)
+        await client.shutdown()
+        await server.server.shutdown()
+    }
+}
+
 /// Polls `condition` until it holds, for at most `seconds` (a bound, not a timing assertion).
 func eventually(seconds: Double = 10, _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .seconds(seconds)
