@@ -38,6 +38,7 @@ let package = Package(
             dependencies: ["CairnCore", .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
         ),
+        .target(name: "CairnStateMachine", dependencies: ["CairnCore", "CairnMVCC"], swiftSettings: strict),
 
         // MARK: storage (WAL, snapshot files, file-system seam; Glibc, no Foundation)
         .target(name: "CairnStorage", swiftSettings: strict),
@@ -54,6 +55,7 @@ let package = Package(
             dependencies: ["CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
             swiftSettings: strict
         ),
+        // Async/await client of the etcd v3 API (gateway, cairn-bench, integration tests).
 
         .executableTarget(
             name: "cairn-bench",
@@ -66,6 +68,11 @@ let package = Package(
 
         .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: strict),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnCore"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnStateMachineTests",
+            dependencies: ["CairnStateMachine", "CairnMVCC", "CairnCore"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage"], swiftSettings: strict),
         .testTarget(
             name: "CairnAPITests",
@@ -84,6 +91,7 @@ let package = Package(
             exclude: ["Interop"],
             swiftSettings: strict
         ),
+
     ],
     swiftLanguageModes: [.v6]
 )

@@ -50,6 +50,11 @@ struct KeyIndex: Sendable {
 
     private(set) var generations: [Generation] = []
 
+    init() {}
+
+    /// Rebuilds an index from exported generations (see `MVCCStore.ExportedState`).
+    init(generations: [Generation]) { self.generations = generations }
+
     /// Whether no readable or historical revision remains.
     var isEmpty: Bool {
         generations.isEmpty || (generations.count == 1 && generations[0].revisions.isEmpty)
