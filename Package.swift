@@ -56,6 +56,11 @@ let package = Package(
             swiftSettings: strict
         ),
         // Async/await client of the etcd v3 API (gateway, cairn-bench, integration tests).
+        .target(
+            name: "CairnClient",
+            dependencies: ["CairnRPC", "CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
+            swiftSettings: strict
+        ),
 
         .executableTarget(
             name: "cairn-bench",
@@ -91,7 +96,11 @@ let package = Package(
             exclude: ["Interop"],
             swiftSettings: strict
         ),
-
+        .testTarget(
+            name: "CairnClientTests",
+            dependencies: ["CairnClient", "CairnAPI", "CairnRPC", "CairnTestSupport"],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
