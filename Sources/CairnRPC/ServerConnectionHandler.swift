@@ -165,11 +165,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let request = RequestHead(headers)
-        if let rejection = request.rejection(router: self.router) {
+        let method: RegisteredMethod
+        switch request.route(router: self.router) {
+        case .method(let found):
+            method = found
+        case .rejected(let rejection):
             self.reject(streamID, rejection, requestEnded: endStream)
             return
         }
-        let method = self.router.methods[request.path]!
         let deadline = request.timeout.map { NIODeadline.now() + $0 }
         let call = ServerCall(
             streamID: streamID, path: request.path, requestHeaders: headers, deadline: deadline,
@@ -389,20 +392,28 @@ struct RequestHead {
         }
     }
 
-    func rejection(router: RPCServiceRouter) -> Rejection? {
-        if self.method != "POST" { return .httpStatus(405) }
-        if !self.contentType.hasPrefix("application/grpc") { return .httpStatus(415) }
+    /// Where a request goes: its registered method, or the answer it gets instead.
+    enum Routing {
+        case method(RegisteredMethod)
+        case rejected(Rejection)
+    }
+
+    func route(router: RPCServiceRouter) -> Routing {
+        if self.method != "POST" { return .rejected(.httpStatus(405)) }
+        if !self.contentType.hasPrefix("application/grpc") { return .rejected(.httpStatus(415)) }
         if let encoding = self.encoding, encoding != "identity" {
-            return .grpcStatus(
-                RPCStatus(
-                    .unimplemented, "grpc: Decompressor is not installed for grpc-encoding \"\(encoding)\""))
+            return .rejected(
+                .grpcStatus(
+                    RPCStatus(
+                        .unimplemented,
+                        "grpc: Decompressor is not installed for grpc-encoding \"\(encoding)\"")))
         }
         if let text = self.timeoutText, self.timeout == nil {
-            return .grpcStatus(RPCStatus(.internal, "transport: malformed grpc-timeout: \(text)"))
+            return .rejected(.grpcStatus(RPCStatus(.internal, "transport: malformed grpc-timeout: \(text)")))
         }
-        if router.methods[self.path] == nil {
-            return .grpcStatus(router.unknownMethodStatus(path: self.path))
+        guard let method = router.methods[self.path] else {
+            return .rejected(.grpcStatus(router.unknownMethodStatus(path: self.path)))
         }
-        return nil
+        return .method(method)
     }
 }
