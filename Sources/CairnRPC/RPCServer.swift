@@ -8,6 +8,9 @@ public struct RPCServerConfiguration: Sendable {
     /// Largest request message: etcd's `--max-request-bytes` (1.5 MiB) plus
     /// the 512 KiB of gRPC overhead etcd allows on top.
     public var requestBytesMax = 1_572_864 + 524_288
+    /// Request bytes one connection may hold in partial messages across all its
+    /// streams (each stream alone is bounded by `requestBytesMax`).
+    public var connectionPartialRequestBytesMax = 64 << 20
     /// HTTP/2 streams (calls) one connection may have open at once.
     public var concurrentStreamsMax = 10_000
     /// Flow-control credit per stream and per connection.

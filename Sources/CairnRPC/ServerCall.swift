@@ -24,6 +24,8 @@ final class ServerCall {
     unowned let connection: ServerConnectionHandler
     private(set) var state: State = .open(responseHeadersSent: false, requestEnded: false)
     var deframer: MessageDeframer
+    /// This call's share of the connection's partial request bytes.
+    var accountedRequestBytes = 0
     var sink: StreamSink?
     /// The single request of a unary call, held until END_STREAM proves there is exactly one.
     var unaryRequest: ByteBuffer?

@@ -33,6 +33,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var state: State = .active
     private var calls: [HTTP2StreamID: ServerCall] = [:]
+    /// Request bytes received but not yet forming whole messages, over all calls.
+    private var partialRequestBytes = 0
     private var highestStreamID: HTTP2StreamID = .rootStream
     private var flushes = FlushCoalescer()
     private let streamWindow: InboundWindowPolicy
@@ -103,7 +105,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
             self.received(buffer, endStream: data.endStream, on: call)
         case .rstStream:
-            self.calls.removeValue(forKey: frame.streamID)?.streamClosed()
+            self.removeCall(frame.streamID)?.streamClosed()
         case .ping(_, ack: true):
             self.pingTimeoutTask?.cancel()
             self.pingTimeoutTask = nil
@@ -126,7 +128,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case is NIOHTTP2StreamCreatedEvent:
             break
         case let closed as StreamClosedEvent:
-            self.calls.removeValue(forKey: closed.streamID)?.streamClosed()
+            self.removeCall(closed.streamID)?.streamClosed()
             self.closeIfDrained()
         case let identity as RPCPeerIdentityEvent:
             self.peerIdentity = identity.identity
@@ -201,6 +203,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func received(_ buffer: ByteBuffer, endStream: Bool, on call: ServerCall) {
         guard !call.isFinished else { return }
         call.deframer.append(buffer)
+        defer { self.accountPartialBytes(of: call) }
         while !call.isFinished {
             let message: ByteBuffer
             do {
@@ -229,6 +232,31 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
         }
         if endStream { self.requestEnded(call) }
+    }
+
+    /// Keeps the connection's total of partially received request bytes and
+    /// resets the call that pushes it past `connectionPartialRequestBytesMax`:
+    /// each stream is bounded by the message limit, and this bounds their sum.
+    private func accountPartialBytes(of call: ServerCall) {
+        let buffered = call.isFinished ? 0 : call.deframer.bufferedBytes
+        self.partialRequestBytes += buffered - call.accountedRequestBytes
+        call.accountedRequestBytes = buffered
+        if self.partialRequestBytes > self.configuration.connectionPartialRequestBytesMax {
+            call.reset(
+                RPCStatus(
+                    .resourceExhausted, "cairn: too many partially received request bytes on this connection")
+            )
+            self.partialRequestBytes -= call.accountedRequestBytes
+            call.accountedRequestBytes = 0
+        }
+    }
+
+    /// Forgets a call whose stream closed, with its share of partial bytes.
+    private func removeCall(_ streamID: HTTP2StreamID) -> ServerCall? {
+        guard let call = self.calls.removeValue(forKey: streamID) else { return nil }
+        self.partialRequestBytes -= call.accountedRequestBytes
+        call.accountedRequestBytes = 0
+        return call
     }
 
     private func requestEnded(_ call: ServerCall) {

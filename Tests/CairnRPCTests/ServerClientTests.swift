@@ -297,6 +297,25 @@ final class ChunkStream: RPCStreamHandler {
 }
 
 extension ServerClientTests {
+    @Test func partialRequestBytesAreBoundedPerConnection() async throws {
+        var configuration = RPCServerConfiguration()
+        configuration.connectionPartialRequestBytesMax = 100_000
+        let server = try await TestServer(configuration: configuration)
+        let client = try RPCClient(endpoints: ["127.0.0.1:\(server.port)"])
+        var request = Etcdserverpb_PutRequest()
+        request.value = Data(repeating: 1, count: 300_000)  // arrives in many DATA frames
+        await #expect(
+            throws: RPCStatus(
+                .resourceExhausted, "cairn: too many partially received request bytes on this connection")
+        ) {
+            _ = try await client.unary(EtcdKV.put, request)
+        }
+        request.value = Data(repeating: 1, count: 50_000)
+        #expect(try await client.unary(EtcdKV.put, request).header.revision == 50_000)
+        await client.shutdown()
+        await server.server.shutdown()
+    }
+
     @Test func waitForReadyCallsOutlastFailedConnectionAttempts() async throws {
         let port = TestPorts.allocate()
         var configuration = RPCClientConfiguration()
