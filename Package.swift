@@ -21,7 +21,8 @@ let package = Package(
     name: "Cairn",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "cairn-bench", targets: ["cairn-bench"])
+        .executable(name: "cairn-bench", targets: ["cairn-bench"]),
+
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -39,6 +40,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CairnStateMachine", dependencies: ["CairnCore", "CairnMVCC"], swiftSettings: strict),
+
+        .target(
+            name: "CairnRaft",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
+        // Deterministic cluster simulator (tests and `cairn-sim`); pure like the core.
+        .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
 
         // MARK: storage (WAL, snapshot files, file-system seam; Glibc, no Foundation)
         .target(name: "CairnStorage", swiftSettings: strict),
@@ -62,6 +71,16 @@ let package = Package(
             swiftSettings: strict
         ),
 
+
+
+        .executableTarget(
+            name: "cairn-sim",
+            dependencies: [
+                "CairnSim", "CairnRaft",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cairn-bench",
             dependencies: [
@@ -71,6 +90,14 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: tests
+        .testTarget(
+            name: "CairnRaftTests",
+            dependencies: ["CairnRaft"],
+            exclude: ["Scenarios"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: strict),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnCore"], swiftSettings: strict),
         .testTarget(
@@ -96,6 +123,7 @@ let package = Package(
             exclude: ["Interop"],
             swiftSettings: strict
         ),
+
         .testTarget(
             name: "CairnClientTests",
             dependencies: ["CairnClient", "CairnAPI", "CairnRPC", "CairnTestSupport"],
