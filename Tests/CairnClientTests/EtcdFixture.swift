@@ -66,6 +66,10 @@ final class EtcdFixture: Sendable {
         defer { fixture.stop() }
         let client = try EtcdClient(endpoints: ["http://\(fixture.endpoint)"], configuration: configuration)
         do {
+            // A fresh etcd listens before it has elected itself; leases and
+            // linearizable calls need a leader, so wait for one (a loaded
+            // machine can take seconds).
+            try await eventually(timeoutSeconds: 60) { ((try? await client.status())?.leader ?? 0) != 0 }
             try await body(client, fixture)
         } catch {
             await client.shutdown()

@@ -178,10 +178,8 @@ func takeEvents(_ stream: WatchStream, count: Int) async throws -> [Mvccpb_Event
         // Nothing listens on this port: the create request is never answered.
         let client = try EtcdClient(
             endpoints: ["127.0.0.1:\(TestPorts.allocate())"], configuration: configuration)
-        let started = ContinuousClock.now
         let error = await #expect(throws: RPCStatus.self) { _ = try await client.watch("k") }
         #expect(error?.code == .deadlineExceeded)
-        #expect(ContinuousClock.now - started < .seconds(5))
         let unary = await #expect(throws: RPCStatus.self) { _ = try await client.get("k") }
         #expect(unary?.code == .unavailable || unary?.code == .deadlineExceeded)
         await client.shutdown()
