@@ -21,8 +21,7 @@ let package = Package(
     name: "Cairn",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "cairn-bench", targets: ["cairn-bench"]),
-
+        .executable(name: "cairn-bench", targets: ["cairn-bench"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -72,6 +71,17 @@ let package = Package(
         ),
 
 
+        // MARK: TLS (the system OpenSSL through our own NIO handler; no BoringSSL)
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(
+            name: "CairnTLS",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
 
         .executableTarget(
             name: "cairn-sim",
@@ -124,6 +134,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .testTarget(
+            name: "CairnTLSTests",
+            dependencies: [
+                "CairnTLS", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CairnClientTests",
             dependencies: ["CairnClient", "CairnAPI", "CairnRPC", "CairnTestSupport"],
