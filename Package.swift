@@ -21,7 +21,8 @@ let package = Package(
     name: "Cairn",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "cairn-bench", targets: ["cairn-bench"])
+        .executable(name: "cairn-bench", targets: ["cairn-bench"]),
+        .executable(name: "cairn", targets: ["cairn"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -66,10 +67,21 @@ let package = Package(
         // Async/await client of the etcd v3 API (gateway, cairn-bench, integration tests).
         .target(
             name: "CairnClient",
-            dependencies: ["CairnRPC", "CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
+            dependencies: [
+                "CairnRPC", "CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ] + nio,
             swiftSettings: strict
         ),
 
+        // The member shell: durable write path, services, executor (NIO, Foundation).
+        .target(
+            name: "CairnServer",
+            dependencies: [
+                "CairnCore", "CairnMVCC", "CairnStateMachine", "CairnStorage", "CairnAPI", "CairnRPC",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ] + nio,
+            swiftSettings: strict
+        ),
 
         // MARK: TLS (the system OpenSSL through our own NIO handler; no BoringSSL)
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
@@ -83,6 +95,15 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: executables
+        .executableTarget(
+            name: "cairn",
+            dependencies: [
+                "CairnServer", "CairnRPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ] + nio,
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "cairn-sim",
             dependencies: [
@@ -133,7 +154,11 @@ let package = Package(
             exclude: ["Interop"],
             swiftSettings: strict
         ),
-
+        // Runs the real `cairn member` and `etcdctl` (needs `cairn` built beside the tests).
+        .testTarget(
+            name: "CairnServerTests", dependencies: ["CairnTestSupport", "CairnClient", "CairnAPI"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CairnTLSTests",
             dependencies: [

@@ -1,0 +1,174 @@
+import CairnAPI
+import CairnCore
+import CairnMVCC
+import CairnRPC
+import CairnStateMachine
+import Foundation
+import NIOCore
+
+/// The etcd v3 services a member answers, as one router. Methods not listed
+/// here are not registered, so the router answers them `unimplemented`.
+///
+/// Every handler hops to the member's executor (`Member.propose` for writes,
+/// `Member.read` for reads) and maps failures through `MemberServices.status`.
+public struct MemberServices: Sendable {
+    let member: Member
+    /// Version reported by Maintenance Status: the etcd API version we speak.
+    public static let reportedVersion = "3.4.0"
+
+    public init(member: Member) {
+        self.member = member
+    }
+
+    /// The ONE mapping from anything a member fails with to a gRPC status:
+    /// etcd's errors with their code and text, storage failures as
+    /// `unavailable`, anything else as `unknown`.
+    public static func status(for error: any Error) -> RPCStatus {
+        switch error {
+        case let error as CairnError:
+            return RPCStatus(RPCStatus.Code(rawValue: error.code.rawValue) ?? .unknown, error.message)
+        case let error as MemberError:
+            return RPCStatus(.unavailable, "etcdserver: \(error)")
+        case let error as RPCStatus:
+            return error
+        default:
+            return RPCStatus(.unknown, String(describing: error))
+        }
+    }
+
+    /// The response header etcd puts on every answer.
+    func header(revision: Int64) -> Etcdserverpb_ResponseHeader {
+        var header = Etcdserverpb_ResponseHeader()
+        header.clusterID = self.member.clusterID.rawValue
+        header.memberID = self.member.memberID.rawValue
+        header.revision = revision
+        header.raftTerm = Member.term
+        return header
+    }
+
+    /// The router with every service built so far.
+    public func router() -> RPCServiceRouter {
+        var router = RPCServiceRouter()
+        self.registerKV(&router)
+        router.streaming(EtcdWatch.watch) { stream in WatchSession(stream: stream, services: self) }
+        self.registerLease(&router)
+        self.registerCluster(&router)
+        self.registerMaintenance(&router)
+        self.registerSnapshot(&router)
+        self.registerAlarm(&router)
+        return router
+    }
+
+    /// Runs a write and converts its result, mapping errors to statuses.
+    func write<Response: Sendable>(
+        _ operation: Command.Operation,
+        _ convert: @escaping @Sendable (ApplyResult.Response, Int64) throws -> Response
+    ) -> EventLoopFuture<Response> {
+        self.member.propose(operation).flatMapThrowing { result in
+            if case .failed(let error) = result.response { throw error }
+            return try convert(result.response, result.revision)
+        }.flatMapErrorThrowing { error in throw Self.status(for: error) }
+    }
+
+    private func registerKV(_ router: inout RPCServiceRouter) {
+        router.unaryFuture(EtcdKV.range) { wire, _ in
+            let request: RangeRequest
+            do {
+                request = try WireConversion.range(wire)
+            } catch {
+                return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
+            }
+            return self.member.read { stateMachine in
+                let response = try stateMachine.store.range(request)
+                return WireConversion.range(response, header: self.header(revision: response.revision))
+            }.flatMapErrorThrowing { error in throw Self.status(for: error) }
+        }
+        router.unaryFuture(EtcdKV.put) { wire, _ in
+            let request = WireConversion.put(wire)
+            do { try request.validate() } catch {
+                return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
+            }
+            return self.write(.put(request)) { response, revision in
+                guard case .put(let put) = response else { throw Self.unexpected(response) }
+                return WireConversion.put(put, header: self.header(revision: revision))
+            }
+        }
+        router.unaryFuture(EtcdKV.deleteRange) { wire, _ in
+            let request = WireConversion.deleteRange(wire)
+            do { try request.validate() } catch {
+                return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
+            }
+            return self.write(.deleteRange(request)) { response, revision in
+                guard case .deleteRange(let delete) = response else { throw Self.unexpected(response) }
+                return WireConversion.deleteRange(delete, header: self.header(revision: revision))
+            }
+        }
+        router.unaryFuture(EtcdKV.txn) { wire, _ in
+            let request: TxnRequest
+            do { request = try WireConversion.txn(wire) } catch {
+                return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
+            }
+            return self.write(.txn(request)) { response, revision in
+                guard case .txn(let txn) = response else { throw Self.unexpected(response) }
+                return WireConversion.txn(txn, header: self.header(revision: revision))
+            }
+        }
+        router.unaryFuture(EtcdKV.compact) { wire, _ in
+            self.write(.compact(revision: wire.revision)) { response, revision in
+                guard case .compact = response else { throw Self.unexpected(response) }
+                var answer = Etcdserverpb_CompactionResponse()
+                answer.header = self.header(revision: revision)
+                return answer
+            }
+        }
+    }
+
+    static func unexpected(_ response: ApplyResult.Response) -> RPCStatus {
+        RPCStatus(.internal, "unexpected apply result \(response)")
+    }
+
+    private func registerCluster(_ router: inout RPCServiceRouter) {
+        router.unaryFuture(EtcdCluster.memberList) { _, _ in
+            self.member.read { stateMachine in
+                var member = Etcdserverpb_Member()
+                member.id = self.member.memberID.rawValue
+                member.name = self.member.configuration.name
+                member.clientUrls = self.member.configuration.clientURLs
+                // No peer listener yet: etcd's default peer URL, not served.
+                member.peerUrls = ["http://localhost:2380"]
+                var response = Etcdserverpb_MemberListResponse()
+                response.header = self.header(revision: stateMachine.status.revision)
+                response.members = [member]
+                return response
+            }
+        }
+    }
+
+    private func registerMaintenance(_ router: inout RPCServiceRouter) {
+        router.unaryFuture(EtcdMaintenance.status) { _, _ in
+            self.member.read { stateMachine in
+                let status = stateMachine.status
+                var response = Etcdserverpb_StatusResponse()
+                response.header = self.header(revision: status.revision)
+                response.version = Self.reportedVersion
+                response.dbSize = Int64(status.approximateSizeBytes)
+                response.dbSizeInUse = Int64(status.approximateSizeBytes)
+                response.leader = self.member.memberID.rawValue
+                response.raftIndex = status.appliedIndex
+                response.raftAppliedIndex = status.appliedIndex
+                response.raftTerm = Member.term
+                return response
+            }
+        }
+        router.unaryFuture(EtcdMaintenance.hashKV) { wire, _ in
+            self.member.read { stateMachine in
+                let hash = try stateMachine.hash(revision: wire.revision)
+                var response = Etcdserverpb_HashKVResponse()
+                response.header = self.header(revision: stateMachine.status.revision)
+                response.hash = hash.hash
+                response.compactRevision = hash.compactRevision
+                return response
+            }.flatMapErrorThrowing { error in throw Self.status(for: error) }
+        }
+    }
+}

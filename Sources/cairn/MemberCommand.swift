@@ -1,0 +1,161 @@
+import ArgumentParser
+import CairnRPC
+import CairnServer
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `cairn member`: one member serving the etcd v3 API, with etcd's flag
+/// names and defaults.
+struct MemberCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "member",
+        abstract: "Run a Cairn member (single node) serving etcd's v3 gRPC API."
+    )
+
+    @Option(help: "Human-readable name for this member.")
+    var name = "default"
+
+    @Option(help: "Path to the data directory (default: <name>.cairn).")
+    var dataDir: String?
+
+    @Option(help: "Comma-separated URLs to listen on for client traffic.")
+    var listenClientUrls = "http://127.0.0.1:2379"
+
+    @Option(help: "Comma-separated client URLs to advertise (default: the listen URLs).")
+    var advertiseClientUrls: String?
+
+    @Option(help: "Largest client request in bytes.")
+    var maxRequestBytes = 1_572_864
+
+    @Option(help: "Most operations in one txn request.")
+    var maxTxnOps = 128
+
+    @Option(help: "Backend size above which writes are refused (0 = 2 GiB).")
+    var quotaBackendBytes = 0
+
+    @Option(help: "Auto-compaction mode: 'periodic' (retention is a duration) or 'revision' (a count).")
+    var autoCompactionMode = "periodic"
+
+    @Option(
+        help:
+            "Auto-compaction retention: hours or a duration like 30m (periodic), revisions (revision); 0 = off."
+    )
+    var autoCompactionRetention = "0"
+
+    @Option(help: "Applied entries between two snapshots of the state (then old WAL segments are released).")
+    var snapshotCount = Int(Member.snapshotEntriesIntervalDefault)
+
+    @Option(help: "Event loop threads for client connections (default: one per core).")
+    var threads = System.coreCount
+
+    func validate() throws {
+        guard self.maxRequestBytes > 0, self.maxRequestBytes <= Member.requestBytesLimit else {
+            throw ValidationError("--max-request-bytes must be between 1 and \(Member.requestBytesLimit)")
+        }
+        guard self.snapshotCount > 0 else { throw ValidationError("--snapshot-count must be positive") }
+        guard self.maxTxnOps > 0 else { throw ValidationError("--max-txn-ops must be positive") }
+        guard self.quotaBackendBytes >= 0 else { throw ValidationError("--quota-backend-bytes must be >= 0") }
+        _ = try Self.parse(urls: self.listenClientUrls)
+        do {
+            _ = try AutoCompaction.parse(
+                mode: self.autoCompactionMode, retention: self.autoCompactionRetention)
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// `http://host:port` URLs to (host, port); TLS is not built yet.
+    static func parse(urls: String) throws -> [(host: String, port: Int)] {
+        try urls.split(separator: ",").map { url in
+            guard url.hasPrefix("http://") else {
+                throw ValidationError("only http:// client URLs are supported, got \(url)")
+            }
+            let address = url.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+            guard let colon = address.lastIndex(of: ":"),
+                let port = Int(address[address.index(after: colon)...])
+            else {
+                throw ValidationError("client URL must be http://HOST:PORT, got \(url)")
+            }
+            return (String(address[..<colon]), port)
+        }
+    }
+
+    /// Shuts the servers down (no new connections, GOAWAY, running calls
+    /// finish) while ending watch streams, which never finish by themselves:
+    /// clients re-open a watch until they see the GOAWAY, so streams are
+    /// ended repeatedly until the servers have drained.
+    static func drain(_ servers: [RPCServer], member: Member) async {
+        let drained = NIOLockedValueBox(false)
+        let endedStreams = NIOLockedValueBox(0)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for server in servers { await server.shutdown() }
+                drained.withLockedValue { $0 = true }
+            }
+            group.addTask {
+                while !drained.withLockedValue({ $0 }) {
+                    let ended = await member.endWatchStreams()
+                    endedStreams.withLockedValue { $0 += ended }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+        }
+        logLine("ended \(endedStreams.withLockedValue { $0 }) open watch streams")
+    }
+
+    func run() async throws {
+        let listen = try Self.parse(urls: self.listenClientUrls)
+        let advertised = (self.advertiseClientUrls ?? self.listenClientUrls).split(separator: ",").map(
+            String.init)
+        var memberConfiguration = MemberConfiguration(
+            name: self.name, dataDirectory: self.dataDir ?? "\(self.name).cairn", clientURLs: advertised)
+        memberConfiguration.requestBytesMax = self.maxRequestBytes
+        memberConfiguration.txnOperationsMax = self.maxTxnOps
+        memberConfiguration.quotaBackendBytes = self.quotaBackendBytes
+        do {
+            memberConfiguration.autoCompaction = try AutoCompaction.parse(
+                mode: self.autoCompactionMode, retention: self.autoCompactionRetention)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        memberConfiguration.snapshotEntriesInterval = UInt64(self.snapshotCount)
+        let member = try Member(configuration: memberConfiguration) { line in logLine(line) }
+        var rpcConfiguration = RPCServerConfiguration()
+        // etcd lets gRPC accept 512 KiB of overhead over --max-request-bytes.
+        rpcConfiguration.requestBytesMax = self.maxRequestBytes + 524_288
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        let router = MemberServices(member: member).router()
+        var servers: [RPCServer] = []
+        for (host, port) in listen {
+            let server = try await RPCServer.start(
+                host: host, port: port, router: router, configuration: rpcConfiguration, group: group)
+            logLine("\(self.name) (\(member.memberID)) serving clients on \(server.localAddress)")
+            servers.append(server)
+        }
+        await waitForTermination()
+        logLine("shutting down")
+        await Self.drain(servers, member: member)
+        await member.shutdown()
+        try await group.shutdownGracefully()
+        logLine("stopped")
+    }
+}
+
+/// Writes one log line to standard error unbuffered, so a `kill -9` never
+/// loses what was logged before it.
+func logLine(_ line: String) {
+    let bytes = Array("cairn member: \(line)\n".utf8)
+    bytes.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+            if written <= 0 { return }
+            offset += written
+        }
+    }
+}
