@@ -37,7 +37,7 @@ struct RPCServerCommand: AsyncParsableCommand {
         let server = try await RPCServer.start(
             host: host, port: port, router: store.router(), configuration: configuration, group: group)
         print("cairn-bench rpc-server listening on \(server.localAddress)")
-        await waitForTermination()
+        await waitForTerminationSignal()
         print("cairn-bench rpc-server shutting down")
         await server.shutdown()
         try await group.shutdownGracefully()

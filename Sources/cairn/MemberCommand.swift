@@ -137,7 +137,7 @@ struct MemberCommand: AsyncParsableCommand {
             logLine("\(self.name) (\(member.memberID)) serving clients on \(server.localAddress)")
             servers.append(server)
         }
-        await waitForTermination()
+        await waitForTerminationSignal()
         logLine("shutting down")
         await Self.drain(servers, member: member)
         await member.shutdown()

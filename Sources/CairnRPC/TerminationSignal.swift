@@ -5,12 +5,13 @@ import NIOConcurrencyHelpers
     import Glibc
 #endif
 
-/// Suspends until SIGINT or SIGTERM arrives, so the member drains its calls
-/// and closes its WAL instead of dying mid-write.
-func waitForTermination() async {
+/// Suspends until SIGINT or SIGTERM arrives, so a server process (member,
+/// gateway, bench server) drains its calls (GOAWAY) and closes its files
+/// instead of dying mid-write. Every Cairn executable shuts down through this.
+public func waitForTerminationSignal() async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let resumed = NIOLockedValueBox(false)
-        let queue = DispatchQueue(label: "cairn.member.signals")
+        let queue = DispatchQueue(label: "cairn.signals")
         for signalNumber in [SIGINT, SIGTERM] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
