@@ -27,18 +27,8 @@ final class EtcdFixture: Sendable {
     private static func launch(_ clientPort: Int, _ peerPort: Int, _ dataDirectory: URL) throws
         -> BackgroundProcess
     {
-        let process = try BackgroundProcess(
-            "etcd",
-            [
-                "--name", "test", "--data-dir", dataDirectory.path,
-                "--listen-client-urls", "http://127.0.0.1:\(clientPort)",
-                "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
-                "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
-                "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-                "--initial-cluster", "test=http://127.0.0.1:\(peerPort)",
-            ], name: "client-etcd")
-        try TestPorts.waitUntilListening(clientPort)
-        return process
+        try EtcdProcess.start(
+            clientPort: clientPort, peerPort: peerPort, dataDirectory: dataDirectory, name: "client-etcd")
     }
 
     /// Kills etcd (SIGKILL, as a crash) and starts it again on the same data

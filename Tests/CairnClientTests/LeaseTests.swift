@@ -40,12 +40,13 @@ import Testing
 
     @Test func keepAliveRefreshesUntilRevoked() async throws {
         try await EtcdFixture.with { client, _ in
-            let lease = try await client.grantLease(ttl: 3)
+            // Generous TTLs: a loaded CI machine can stall a process for seconds.
+            let lease = try await client.grantLease(ttl: 10)
             var answers = 0
             let error = await #expect(throws: LeaseKeepAliveError.self) {
                 for try await answer in client.keepAlive(lease.id) {
                     #expect(answer.id == lease.id)
-                    #expect(answer.ttl == 3)
+                    #expect(answer.ttl == 10)
                     answers += 1
                     if answers == 2 { try await client.revokeLease(lease.id) }
                 }
@@ -57,12 +58,12 @@ import Testing
 
     @Test func keepAliveUntilCancelledOutlivesTheTTL() async throws {
         try await EtcdFixture.with { client, _ in
-            let lease = try await client.grantLease(ttl: 4)
+            let lease = try await client.grantLease(ttl: 6)
             try await client.put(key: "alive", value: "1", lease: lease.id)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await client.keepAliveUntilCancelled(lease.id) }
-                try await Task.sleep(for: .milliseconds(6_000))
-                #expect(try await client.get("alive").count == 1, "kept alive past its 4 s TTL")
+                try await Task.sleep(for: .milliseconds(9_000))
+                #expect(try await client.get("alive").count == 1, "kept alive past its 6 s TTL")
                 let remaining = try await client.leaseTimeToLive(lease.id)
                 #expect(remaining.ttl > 0)
                 group.cancelAll()

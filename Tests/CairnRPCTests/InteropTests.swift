@@ -112,17 +112,8 @@ final class RPCServerProcess: Sendable {
         let dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "cairn-etcd-\(getpid())-\(clientPort)")
         defer { try? FileManager.default.removeItem(at: dataDirectory) }
-        let etcd = try BackgroundProcess(
-            "etcd",
-            [
-                "--name", "test", "--data-dir", dataDirectory.path,
-                "--listen-client-urls", "http://127.0.0.1:\(clientPort)",
-                "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
-                "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
-                "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-                "--initial-cluster", "test=http://127.0.0.1:\(peerPort)",
-            ], name: "etcd")
-        try TestPorts.waitUntilListening(clientPort)
+        let etcd = try EtcdProcess.start(
+            clientPort: clientPort, peerPort: peerPort, dataDirectory: dataDirectory)
         let client = try RPCClient(endpoints: ["127.0.0.1:\(clientPort)"])
 
         let events = NIOLockedValueBox<[Mvccpb_Event]>([])

@@ -201,3 +201,26 @@ public enum TestPorts {
         throw TestFailure("nothing listens on 127.0.0.1:\(port) after \(timeoutSeconds)s")
     }
 }
+
+/// A real single-member etcd 3.4 (Debian `etcd-server`) on loopback, for tests
+/// that compare Cairn with etcd or run Cairn's clients against it.
+public enum EtcdProcess {
+    /// Starts etcd on `clientPort`/`peerPort` with `dataDirectory` and waits
+    /// until it accepts connections (it may not have elected itself yet).
+    public static func start(clientPort: Int, peerPort: Int, dataDirectory: URL, name: String = "etcd") throws
+        -> BackgroundProcess
+    {
+        let process = try BackgroundProcess(
+            "etcd",
+            [
+                "--name", "test", "--data-dir", dataDirectory.path,
+                "--listen-client-urls", "http://127.0.0.1:\(clientPort)",
+                "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
+                "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+                "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+                "--initial-cluster", "test=http://127.0.0.1:\(peerPort)",
+            ], name: name)
+        try TestPorts.waitUntilListening(clientPort)
+        return process
+    }
+}
