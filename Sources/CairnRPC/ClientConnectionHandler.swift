@@ -19,8 +19,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var nextStreamID = 1
     private var flushes = FlushCoalescer()
     private(set) var isRetired = false
-    private let streamWindow: InboundWindowPolicy
-    private let connectionWindow: InboundWindowPolicy
+    private var windowUpdates: InboundWindowUpdates
     private let connectionWindowBytes: Int
     private let authority: String
     /// Told when the server sends GOAWAY or stream IDs run out: no new calls here.
@@ -30,8 +29,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     var onReady: (() -> Void)?
 
     init(authority: String, configuration: RPCClientConfiguration) {
-        self.streamWindow = InboundWindowPolicy(targetBytes: configuration.streamWindowBytes)
-        self.connectionWindow = InboundWindowPolicy(targetBytes: configuration.connectionWindowBytes)
+        self.windowUpdates = InboundWindowUpdates(
+            streamTargetBytes: configuration.streamWindowBytes,
+            connectionTargetBytes: configuration.connectionWindowBytes)
         self.connectionWindowBytes = configuration.connectionWindowBytes
         self.authority = authority
     }
@@ -149,14 +149,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             self.calls.removeValue(forKey: closed.streamID)?.streamClosed(reason: closed.reason)
             self.closeIfRetiredAndIdle()
         case let window as NIOHTTP2WindowUpdatedEvent:
-            guard let size = window.inboundWindowSize else { break }
-            let policy = window.streamID == .rootStream ? self.connectionWindow : self.streamWindow
-            if window.streamID == .rootStream || self.calls[window.streamID] != nil,
-                let increment = policy.increment(currentBytes: size)
-            {
-                self.write(
-                    HTTP2Frame(
-                        streamID: window.streamID, payload: .windowUpdate(windowSizeIncrement: increment)))
+            // Sent from a deferred task: see `InboundWindowUpdates`.
+            guard let size = window.inboundWindowSize,
+                self.windowUpdates.record(window.streamID, windowBytes: size)
+            else { break }
+            context.eventLoop.assumeIsolated().execute {
+                let due = self.windowUpdates.takeDue { self.calls[$0] != nil }
+                for frame in due { self.write(frame) }
             }
         default:
             break

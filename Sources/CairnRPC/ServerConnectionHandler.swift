@@ -37,8 +37,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var partialRequestBytes = 0
     private var highestStreamID: HTTP2StreamID = .rootStream
     private var flushes = FlushCoalescer()
-    private let streamWindow: InboundWindowPolicy
-    private let connectionWindow: InboundWindowPolicy
+    private var windowUpdates: InboundWindowUpdates
     private var readSinceKeepaliveCheck = false
     private var hasStarted = false
     private var keepaliveTask: Scheduled<Void>?
@@ -47,8 +46,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     init(router: RPCServiceRouter, configuration: RPCServerConfiguration) {
         self.router = router
         self.configuration = configuration
-        self.streamWindow = InboundWindowPolicy(targetBytes: configuration.streamWindowBytes)
-        self.connectionWindow = InboundWindowPolicy(targetBytes: configuration.connectionWindowBytes)
+        self.windowUpdates = InboundWindowUpdates(
+            streamTargetBytes: configuration.streamWindowBytes,
+            connectionTargetBytes: configuration.connectionWindowBytes)
     }
 
     var eventLoop: any EventLoop { self.context!.eventLoop }
@@ -278,18 +278,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Flow control, keepalive, shutdown
 
+    /// Notes a window change; the WINDOW_UPDATEs go out from a deferred task
+    /// (see `InboundWindowUpdates` for why not from inside this event).
     private func windowChanged(_ event: NIOHTTP2WindowUpdatedEvent) {
-        guard let window = event.inboundWindowSize else { return }
-        if event.streamID == .rootStream {
-            if let increment = self.connectionWindow.increment(currentBytes: window) {
-                self.write(
-                    HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+        guard let window = event.inboundWindowSize, let context = self.context,
+            self.windowUpdates.record(event.streamID, windowBytes: window)
+        else { return }
+        context.eventLoop.assumeIsolated().execute {
+            let due = self.windowUpdates.takeDue { streamID in
+                self.calls[streamID].map { !$0.isFinished } ?? false
             }
-        } else if let call = self.calls[event.streamID], !call.isFinished,
-            let increment = self.streamWindow.increment(currentBytes: window)
-        {
-            self.write(
-                HTTP2Frame(streamID: event.streamID, payload: .windowUpdate(windowSizeIncrement: increment)))
+            for frame in due { self.write(frame) }
         }
     }
 
