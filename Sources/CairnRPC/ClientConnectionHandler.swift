@@ -5,7 +5,7 @@ import NIOHTTP2
 /// The client side of one HTTP/2 connection: opens a stream per call, routes
 /// response frames to calls, keeps flow-control credit flowing, and fails
 /// every open call when the connection ends.
-final class ClientConnectionHandler: ChannelDuplexHandler {
+final class ClientConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter {
     typealias InboundIn = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -14,10 +14,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// itself (GOAWAY-like) so a fresh one takes new calls.
     static let streamIDMax = Int(Int32.max) - 2
 
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: ClientCall] = [:]
     private var nextStreamID = 1
-    private var flushes = FlushCoalescer()
+    var flushes = FlushCoalescer()
     private(set) var isRetired = false
     private var windowUpdates: InboundWindowUpdates
     private let connectionWindowBytes: Int
@@ -181,22 +181,4 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Writing
 
-    private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
-        guard let context = self.context else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
-        }
-        context.write(self.wrapOutboundOut(frame), promise: promise)
-        if self.flushes.wrote() {
-            context.eventLoop.assumeIsolated().execute {
-                self.flushes.scheduledFlushRan()
-                self.flushIfNeeded()
-            }
-        }
-    }
-
-    private func flushIfNeeded() {
-        guard let context = self.context, self.flushes.takeFlush() else { return }
-        context.flush()
-    }
 }

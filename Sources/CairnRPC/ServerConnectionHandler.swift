@@ -9,7 +9,7 @@ import NIOHTTP2
 /// stream to a registered method, DATA is deframed into messages that are
 /// decoded and handed to the service on this event loop, and answers go out as
 /// frames that are flushed once per read burst.
-final class ServerConnectionHandler: ChannelDuplexHandler {
+final class ServerConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter {
     typealias InboundIn = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -30,13 +30,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     let configuration: RPCServerConfiguration
     private(set) var peerIdentity: PeerIdentity?
     private(set) var remoteAddress: SocketAddress?
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     private var state: State = .active
     private var calls: [HTTP2StreamID: ServerCall] = [:]
     /// Request bytes received but not yet forming whole messages, over all calls.
     private var partialRequestBytes = 0
     private var highestStreamID: HTTP2StreamID = .rootStream
-    private var flushes = FlushCoalescer()
+    var flushes = FlushCoalescer()
     private var windowUpdates: InboundWindowUpdates
     private var readSinceKeepaliveCheck = false
     private var hasStarted = false
@@ -357,25 +357,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func writeReset(_ streamID: HTTP2StreamID, _ code: HTTP2ErrorCode) {
         self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(code)))
-    }
-
-    private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
-        guard let context = self.context else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
-        }
-        context.write(self.wrapOutboundOut(frame), promise: promise)
-        if self.flushes.wrote() {
-            context.eventLoop.assumeIsolated().execute {
-                self.flushes.scheduledFlushRan()
-                self.flushIfNeeded()
-            }
-        }
-    }
-
-    private func flushIfNeeded() {
-        guard let context = self.context, self.flushes.takeFlush() else { return }
-        context.flush()
     }
 
     static func trailers(_ status: RPCStatus, trailersOnly: Bool) -> HPACKHeaders {
