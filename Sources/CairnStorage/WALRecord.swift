@@ -145,7 +145,12 @@ enum RecordFrame {
     {
         var candidate = offset + 1
         while candidate < limit, candidate + headerBytes < bytes.count {
-            if case .record = parse(bytes, at: candidate, recordBytesMax: recordBytesMax) { return true }
+            // Cheap filter before the checksum: a frame's type byte is a known one.
+            if RecordType(rawValue: bytes[candidate + headerBytes]) != nil,
+                case .record = parse(bytes, at: candidate, recordBytesMax: recordBytesMax)
+            {
+                return true
+            }
             candidate += 1
         }
         return false

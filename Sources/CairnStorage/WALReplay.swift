@@ -102,7 +102,6 @@ struct SegmentReplayer {
         let path = joinPath(directory, name.fileName)
         var info = SegmentInfo(name: name, maxEntryIndex: nil)
         var offset = try replayHeader(name, bytes: bytes, path: path)
-        let dataEnd = (bytes.lastIndex { $0 != 0 } ?? -1) + 1
         while offset < bytes.count {
             switch RecordFrame.parse(bytes, at: offset, recordBytesMax: replayRecordBytesMax) {
             case .record(let type, let payload, let end):
@@ -118,6 +117,8 @@ struct SegmentReplayer {
                 guard isLast else {
                     throw .corruption(file: path, offset: offset, detail: "\(reason) in a sealed segment")
                 }
+                // Only here, at the end, is the zero tail looked at.
+                let dataEnd = Self.dataEnd(bytes)
                 if offset >= dataEnd { return Outcome(info: info, end: offset, cut: nil) }
                 if RecordFrame.validFrameExists(
                     in: bytes, after: offset, before: dataEnd, recordBytesMax: replayRecordBytesMax)
@@ -129,6 +130,22 @@ struct SegmentReplayer {
             }
         }
         return Outcome(info: info, end: offset, cut: nil)
+    }
+
+    /// One past the last non-zero byte (0 for an all-zero buffer): where the
+    /// written data of a preallocated segment ends. Scans backwards a word
+    /// at a time, so a 64 MiB preallocated segment costs milliseconds even
+    /// in a debug build.
+    static func dataEnd(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { raw -> Int in
+            var end = raw.count
+            while end >= 8 {
+                if raw.loadUnaligned(fromByteOffset: end - 8, as: UInt64.self) != 0 { break }
+                end -= 8
+            }
+            while end > 0 && raw[end - 1] == 0 { end -= 1 }
+            return end
+        }
     }
 
     /// Checks the header record; a segment only gets its name after its
