@@ -83,6 +83,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: peer transport (framed member-to-member streams and snapshots; opaque payloads)
+        .target(
+            name: "CairnPeer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: TLS (the system OpenSSL through our own NIO handler; no BoringSSL)
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(
@@ -163,6 +174,17 @@ let package = Package(
             name: "CairnTLSTests",
             dependencies: [
                 "CairnTLS", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CairnPeerTests",
+            dependencies: [
+                "CairnPeer", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
