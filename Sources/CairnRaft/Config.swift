@@ -32,6 +32,11 @@ public struct RaftConfig: Sendable {
     /// A follower in snapshot state with no acknowledgement after this many ticks goes back
     /// to probing, so a lost snapshot message is resent.
     public var snapshotTimeoutTicks: Int = 30
+    /// Followers (and learners) that know the leader forward proposals to it instead of
+    /// refusing them (etcd's default); the leader may still drop them (over
+    /// `uncommittedBytesMax`, during a leadership transfer, or when it has lost leadership),
+    /// so the caller must watch for the entry to commit and retry after a timeout.
+    public var proposalForwarding: Bool = true
     /// Seed of the generator for randomized election timeouts (deterministic by design).
     public var randomSeed: UInt64 = 0
     /// TEST ONLY. Deliberate safety bugs for proving the simulator's checkers. Must stay

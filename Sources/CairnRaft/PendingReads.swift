@@ -7,6 +7,9 @@ import DequeModule
 /// callers need not make contexts unique. An acknowledgement of sequence `s` confirms every
 /// request with a sequence `<= s` (the heartbeat was sent after all of them).
 ///
+/// A request comes from the leader itself or was forwarded by a follower (`requester`),
+/// which gets the confirmed index back in a `readIndexResponse`.
+///
 /// Invariants:
 /// 1. `pending` is ordered by sequence, and so by index.
 /// 2. `count <= RaftConfig.readIndexPendingMax` (checked by the caller before adding).
@@ -15,33 +18,40 @@ struct PendingReads {
         var sequence: UInt64
         var index: UInt64
         var context: [UInt8]
+        var requester: NodeID
         var acknowledgements: Set<NodeID>
+
+        var readState: ReadState { ReadState(index: index, context: context) }
     }
 
     private(set) var pending: Deque<Request> = []
     /// Requests received before the leader committed an entry of its own term.
-    private(set) var waitingForCommit: Deque<[UInt8]> = []
+    private(set) var waitingForCommit: Deque<(context: [UInt8], requester: NodeID)> = []
     private var nextSequence: UInt64 = 1
 
     var count: Int { pending.count + waitingForCommit.count }
 
     var latestSequence: UInt64? { pending.last?.sequence }
 
-    mutating func waitForCommit(context: [UInt8]) { waitingForCommit.append(context) }
+    mutating func waitForCommit(context: [UInt8], requester: NodeID) {
+        waitingForCommit.append((context, requester))
+    }
 
-    mutating func add(index: UInt64, context: [UInt8], leader: NodeID) -> UInt64 {
+    mutating func add(index: UInt64, context: [UInt8], requester: NodeID, leader: NodeID) -> UInt64 {
         let sequence = nextSequence
         nextSequence += 1
         pending.append(
-            Request(sequence: sequence, index: index, context: context, acknowledgements: [leader]))
+            Request(
+                sequence: sequence, index: index, context: context, requester: requester,
+                acknowledgements: [leader]))
         return sequence
     }
 
     /// Moves requests that waited for the first commit of the term into `pending`.
     mutating func releaseWaiting(commit: UInt64, leader: NodeID) -> UInt64? {
         var last: UInt64?
-        while let context = waitingForCommit.popFirst() {
-            last = add(index: commit, context: context, leader: leader)
+        while let waiting = waitingForCommit.popFirst() {
+            last = add(index: commit, context: waiting.context, requester: waiting.requester, leader: leader)
         }
         return last
     }
@@ -49,7 +59,7 @@ struct PendingReads {
     /// Records that `node` answered the heartbeat carrying `sequence`; returns the requests
     /// now confirmed by a quorum of `voters`.
     mutating func acknowledge(sequence: UInt64, from node: NodeID, voters: Set<NodeID>, quorum: Int)
-        -> [ReadState]
+        -> [Request]
     {
         guard voters.contains(node) else { return [] }
         guard let position = pending.firstIndex(where: { $0.sequence == sequence }) else { return [] }
@@ -61,11 +71,8 @@ struct PendingReads {
             }
         }
         guard let last = confirmedThrough else { return [] }
-        var released: [ReadState] = []
-        for _ in 0...last {
-            let request = pending.removeFirst()
-            released.append(ReadState(index: request.index, context: request.context))
-        }
+        var released: [Request] = []
+        for _ in 0...last { released.append(pending.removeFirst()) }
         return released
     }
 

@@ -47,6 +47,10 @@ extension RaftNode {
             handleAppendResponse(message)
         case .heartbeatResponse:
             handleHeartbeatResponse(message)
+        case .propose:
+            handleForwardedProposal(message)
+        case .readIndex:
+            handleForwardedRead(message)
         default:
             break
         }
@@ -151,7 +155,10 @@ extension RaftNode {
     // MARK: responses
 
     private func handleAppendResponse(_ message: Message) {
-        guard var progress = tracker.progress[message.from] else { return }
+        // An acknowledgement beyond our log cannot come from a correct peer (we never
+        // truncate our log while leading); ignoring it keeps the commit index within the log.
+        guard var progress = tracker.progress[message.from], message.reject || message.index <= log.lastIndex
+        else { return }
         if message.reject {
             var hint = message.rejectHint
             if message.logTerm > 0 {
@@ -200,6 +207,6 @@ extension RaftNode {
         guard let sequence = PendingReads.decode(message.context) else { return }
         let released = pendingReads.acknowledge(
             sequence: sequence, from: message.from, voters: tracker.voters, quorum: tracker.quorum)
-        readStates.append(contentsOf: released)
+        for request in released { deliverRead(request.readState, to: request.requester) }
     }
 }

@@ -146,7 +146,11 @@ extension RaftNode {
         case .timeoutNow:
             // Leadership transfer: campaign at once, skipping PreVote and the lease.
             startElection(force: true)
+        case .readIndexResponse:
+            handleReadIndexResponse(message)
         default:
+            // Includes proposals and reads forwarded to us while we no longer lead: dropped,
+            // never forwarded again (no loops; the caller retries).
             break
         }
     }

@@ -44,6 +44,11 @@ public final class RaftNode {
     /// Messages produced since the last `Ready`, bounded by `outboxMessagesMax`.
     var outbox: [Message] = []
     public internal(set) var droppedMessages = 0
+    /// Proposals forwarded to this leader and dropped (over the byte bound, during a
+    /// leadership transfer, or not plain data): for tests and metrics.
+    public internal(set) var droppedProposals = 0
+    /// Forwarded reads dropped (over `readIndexPendingMax`, at the leader or on the way back).
+    public internal(set) var droppedReads = 0
     /// TEST ONLY: how often an `UnsafeTestingFault` changed a decision (0 without faults).
     public internal(set) var unsafeFaultActivations = 0
     var readStates: [ReadState] = []
@@ -202,29 +207,46 @@ public final class RaftNode {
         send(response)
     }
 
-    /// Proposes application data. Only a leader accepts; the entry is sent with the next
-    /// `Ready` together with other proposals (batching).
+    /// Proposes application data. A leader appends it; the entry is sent with the next
+    /// `Ready` together with other proposals (batching). A follower that knows the leader
+    /// forwards it (`RaftConfig.proposalForwarding`); with no known leader this throws
+    /// `notLeader(leader: noNode)`. A forwarded proposal may be dropped on the way or by the
+    /// leader: success here means "accepted for delivery", not "will commit".
     public func propose(_ data: [UInt8]) throws(RaftError) {
+        if role != .leader {
+            try forwardProposal(CollectionOfOne(data))
+            return
+        }
         try appendProposal(kind: .normal, data: data)
     }
 
-    /// Proposes several entries at once (one admission check against the byte bound).
+    /// Proposes several entries at once (one admission check against the byte bound;
+    /// forwarded in one message by a follower).
     public func propose(batch: [[UInt8]]) throws(RaftError) {
-        try checkCanPropose()
-        var bytes = 0
-        for data in batch { bytes += data.count + 24 }
-        if uncommittedBytes > 0 && uncommittedBytes + bytes > config.uncommittedBytesMax {
-            throw .uncommittedBytesMax
+        if role != .leader {
+            try forwardProposal(batch)
+            return
         }
+        try checkCanPropose()
+        guard appendNormalEntries(batch) else { throw .uncommittedBytesMax }
+    }
+
+    /// Appends normal entries with `payloads` unless that would exceed
+    /// `uncommittedBytesMax` (a lone batch always fits). Returns whether it appended.
+    func appendNormalEntries(_ payloads: some Collection<[UInt8]>) -> Bool {
+        var bytes = 0
+        for data in payloads { bytes += data.count + 24 }
+        if uncommittedBytes > 0 && uncommittedBytes + bytes > config.uncommittedBytesMax { return false }
         var next = log.lastIndex + 1
         var entries: [Entry] = []
-        entries.reserveCapacity(batch.count)
-        for data in batch {
+        entries.reserveCapacity(payloads.count)
+        for data in payloads {
             entries.append(Entry(term: term, index: next, data: data))
             next += 1
         }
         uncommittedBytes += bytes
         appendAsLeader(entries)
+        return true
     }
 
     /// Proposes a single-server membership change. Refused while another is pending.
@@ -275,22 +297,18 @@ public final class RaftNode {
         return tracker.confState
     }
 
-    /// Requests a linearizable read point. The leader answers with a `ReadState` in a later
-    /// `Ready` once a heartbeat round confirms it still leads (and once it has committed
-    /// an entry of its term, so its commit index is current). Followers refuse.
+    /// Requests a linearizable read point: a `ReadState` with this `context` in a later
+    /// `Ready`. The leader answers once a heartbeat round confirms it still leads (and once it
+    /// has committed an entry of its term, so its commit index is current). A follower or
+    /// learner forwards the request to the leader it knows and emits the `ReadState` when the
+    /// leader answers; if that leader is lost, the read is silently dropped (the caller
+    /// times out and retries). With no known leader this throws `notLeader(leader: noNode)`.
     public func readIndex(context: [UInt8]) throws(RaftError) {
-        guard role == .leader else { throw .notLeader(leader: leader) }
-        if pendingReads.count + readStates.count >= config.readIndexPendingMax { throw .readIndexPendingMax }
-        if tracker.voters == [id] {
-            readStates.append(ReadState(index: log.committed, context: context))
+        guard role == .leader else {
+            try forwardRead(context: context)
             return
         }
-        if !committedEntryInCurrentTerm {
-            pendingReads.waitForCommit(context: context)
-            return
-        }
-        let sequence = pendingReads.add(index: log.committed, context: context, leader: id)
-        broadcastHeartbeat(readSequence: sequence)
+        try admitRead(context: context, requester: id)
     }
 
     var committedEntryInCurrentTerm: Bool { log.termOrZero(log.committed) == term }

@@ -122,18 +122,25 @@ public struct Snapshot: Sendable, Hashable {
     public var isEmpty: Bool { index == 0 }
 }
 
-/// The kinds of message exchanged between members.
+/// The kinds of message exchanged between members. Raw values are the wire format (see
+/// `RaftCoding`): never renumber a kind, only append new ones.
 public enum MessageKind: UInt8, Sendable, Hashable, CaseIterable {
-    case append
-    case appendResponse
-    case vote
-    case voteResponse
-    case preVote
-    case preVoteResponse
-    case heartbeat
-    case heartbeatResponse
-    case snapshot
-    case timeoutNow
+    case append = 0
+    case appendResponse = 1
+    case vote = 2
+    case voteResponse = 3
+    case preVote = 4
+    case preVoteResponse = 5
+    case heartbeat = 6
+    case heartbeatResponse = 7
+    case snapshot = 8
+    case timeoutNow = 9
+    /// A follower forwards proposals (`entries`, data and kind only) to its leader.
+    case propose = 10
+    /// A follower forwards a ReadIndex request (`context`) to its leader.
+    case readIndex = 11
+    /// The leader's answer to a forwarded read: `index` is the confirmed read index.
+    case readIndexResponse = 12
 }
 
 /// A message between two members. Fields not used by a kind stay zero or empty.

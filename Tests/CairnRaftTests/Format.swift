@@ -56,6 +56,12 @@ enum Format {
             if let snapshot = message.snapshot { text += " " + self.snapshot(snapshot) }
         case .timeoutNow:
             break
+        case .propose:
+            text += " entries=[" + message.entries.map(entry).joined(separator: " ") + "]"
+        case .readIndex:
+            text += " context=\(String(decoding: message.context, as: UTF8.self))"
+        case .readIndexResponse:
+            text += " index=\(message.index) context=\(String(decoding: message.context, as: UTF8.self))"
         }
         return text
     }

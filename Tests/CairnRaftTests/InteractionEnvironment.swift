@@ -250,7 +250,7 @@ final class InteractionEnvironment {
                 if line.hasPrefix("> "), let id = NodeID(line.dropFirst(2).prefix { $0 != " " }) {
                     current = id
                 }
-                if line.hasPrefix("  Lead:") {
+                if line.hasPrefix("  Lead:") || line.hasPrefix("  ReadState") {
                     changes.append("tick \(round): \(current) \(line.dropFirst(2))")
                 }
             }

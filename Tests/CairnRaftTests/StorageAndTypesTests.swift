@@ -87,10 +87,13 @@ import Testing
         #expect(throws: RaftError.uncommittedBytesMax) { try node.propose([UInt8](repeating: 0, count: 40)) }
     }
 
-    @Test func followersRefuseProposalsAndReadsNamingTheLeader() {
-        let node = RaftNode(config: RaftConfig(id: 2), storage: MemoryStorage(voters: [1, 2, 3]))
+    @Test func withoutForwardingFollowersRefuseProposalsNamingTheLeader() {
+        var config = RaftConfig(id: 2)
+        config.proposalForwarding = false
+        let node = RaftNode(config: config, storage: MemoryStorage(voters: [1, 2, 3]))
         node.step(Message(kind: .heartbeat, from: 1, to: 2, term: 1))
         #expect(throws: RaftError.notLeader(leader: 1)) { try node.propose([1]) }
-        #expect(throws: RaftError.notLeader(leader: 1)) { try node.readIndex(context: [1]) }
+        #expect(throws: RaftError.notLeader(leader: 1)) { try node.propose(batch: [[1], [2]]) }
+        #expect(node.ready()?.messages.contains { $0.kind == .propose } == false)
     }
 }
