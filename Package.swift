@@ -61,14 +61,14 @@ let package = Package(
         ),
         .target(
             name: "CairnRPC",
-            dependencies: ["CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
+            dependencies: ["CairnAPI", "CairnTLS", .product(name: "SwiftProtobuf", package: "swift-protobuf")] + nio,
             swiftSettings: strict
         ),
         // Async/await client of the etcd v3 API (gateway, cairn-bench, integration tests).
         .target(
             name: "CairnClient",
             dependencies: [
-                "CairnRPC", "CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "CairnRPC", "CairnTLS", "CairnAPI", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nio,
             swiftSettings: strict
         ),
@@ -110,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer", "CairnRPC",
+                "CairnServer", "CairnRPC", "CairnTLS", "CairnPeer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + nio,
             swiftSettings: strict
@@ -161,7 +161,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnRPCTests",
-            dependencies: ["CairnRPC", "CairnAPI", "CairnTestSupport"] + nio,
+            dependencies: ["CairnRPC", "CairnTLS", "CairnAPI", "CairnTestSupport"] + nio,
             exclude: ["Interop"],
             swiftSettings: strict
         ),

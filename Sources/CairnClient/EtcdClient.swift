@@ -21,6 +21,9 @@ public struct EtcdClientConfiguration: Sendable {
     public var watchBufferedResponsesMax = 1_024
     /// Connection limits and timings of the underlying RPC layer.
     public var rpc = RPCClientConfiguration()
+    /// TLS to every endpoint. When `nil` and an endpoint is `https://`, TLS
+    /// with the system CAs is used, as etcd's clients do.
+    public var tls: EtcdClientTLS?
 
     public init() {}
 }
@@ -49,7 +52,7 @@ public final class EtcdClient: Sendable {
     /// - Parameter group: event loops to use; by default a private group that
     ///   `shutdown()` stops.
     /// - Throws: `RPCStatus(.invalidArgument)` for a malformed endpoint, or
-    ///   when `endpoints` is empty.
+    ///   when `endpoints` is empty; `TLSError` for unusable TLS files.
     public init(
         endpoints: [String], configuration: EtcdClientConfiguration = .init(),
         group: (any EventLoopGroup)? = nil
@@ -57,9 +60,14 @@ public final class EtcdClient: Sendable {
         guard !endpoints.isEmpty else {
             throw RPCStatus(.invalidArgument, "etcdclient: no available endpoints")
         }
+        var rpcConfiguration = configuration.rpc
+        if let tls = configuration.tls ?? (endpoints.contains(where: EtcdClientTLS.isSecure) ? .init() : nil)
+        {
+            rpcConfiguration.tls = try tls.rpcTLS()
+        }
         self.rpc = try RPCClient(
             endpoints: endpoints, connectionsPerEndpoint: configuration.connectionsPerEndpoint,
-            configuration: configuration.rpc, group: group)
+            configuration: rpcConfiguration, group: group)
         self.configuration = configuration
         let metadata = Self.metadata(token: configuration.token)
         self.watchMultiplexers = self.rpc.connections.map { connection in

@@ -22,18 +22,21 @@ final class ClientConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
     private var windowUpdates: InboundWindowUpdates
     private let connectionWindowBytes: Int
     private let authority: String
+    /// `https` behind TLS, else `http` (the `:scheme` of every request).
+    private let scheme: String
     /// Told when the server sends GOAWAY or stream IDs run out: no new calls here.
     var onRetired: (() -> Void)?
     /// Told once the server's first SETTINGS arrive: the HTTP/2 connection is
     /// established both ways and calls may start (as grpc-go waits for too).
     var onReady: (() -> Void)?
 
-    init(authority: String, configuration: RPCClientConfiguration) {
+    init(authority: String, scheme: String, configuration: RPCClientConfiguration) {
         self.windowUpdates = InboundWindowUpdates(
             streamTargetBytes: configuration.streamWindowBytes,
             connectionTargetBytes: configuration.connectionWindowBytes)
         self.connectionWindowBytes = configuration.connectionWindowBytes
         self.authority = authority
+        self.scheme = scheme
     }
 
     var activeCalls: Int { self.calls.count }
@@ -63,7 +66,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
         self.nextStreamID += 2
         // Pseudo-headers must come first (RFC 9113 §8.3).
         var headers: HPACKHeaders = [
-            ":method": "POST", ":scheme": "http", ":path": call.path, ":authority": self.authority,
+            ":method": "POST", ":scheme": self.scheme, ":path": call.path, ":authority": self.authority,
             "content-type": "application/grpc", "te": "trailers",
         ]
         if let deadline = call.deadline {

@@ -21,6 +21,10 @@ public struct RPCClientConfiguration: Sendable {
     public var connectionWindowBytes = 8 << 20
     /// Calls queued while a connection is being established; more fail with UNAVAILABLE.
     public var pendingCallsMax = 10_000
+    /// TLS to the server (ALPN h2, SNI, server certificate check, client
+    /// certificate); `nil` speaks plaintext HTTP/2. Must be a client-role
+    /// `RPCTLS`; the server name defaults to the host dialled.
+    public var tls: RPCTLS?
 
     public init() {}
 }
@@ -77,6 +81,8 @@ public final class RPCConnection: Sendable {
     public init(
         host: String, port: Int, eventLoop: any EventLoop, configuration: RPCClientConfiguration = .init()
     ) {
+        precondition(
+            configuration.tls.map { $0.role == .client } ?? true, "a client needs a client-role RPCTLS")
         self.host = host
         self.port = port
         self.eventLoop = eventLoop
@@ -249,11 +255,14 @@ public final class RPCConnection: Sendable {
             core.state = .connecting
             let configuration = self.configuration
             let authority = "\(self.host):\(self.port)"
+            let host = self.host
             ClientBootstrap(group: self.eventLoop)
                 .connectTimeout(configuration.connectTimeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try configuration.tls?.addHandlers(
+                            to: channel.pipeline.syncOperations, serverName: host)
                         try Self.configure(
                             channel.pipeline.syncOperations, authority: authority,
                             configuration: configuration)
@@ -277,7 +286,10 @@ public final class RPCConnection: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 16_384),
         ]
         try pipeline.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection))
-        try pipeline.addHandler(ClientConnectionHandler(authority: authority, configuration: configuration))
+        try pipeline.addHandler(
+            ClientConnectionHandler(
+                authority: authority, scheme: configuration.tls == nil ? "http" : "https",
+                configuration: configuration))
     }
 
     private func connected(_ result: Result<any Channel, any Error>, core: Core) {
@@ -291,6 +303,9 @@ public final class RPCConnection: Sendable {
             }
             core.state = .handshaking(channel)
             let channelID = ObjectIdentifier(channel)
+            // Kept to read why TLS failed (if it did) once the channel closed.
+            let tlsEvents = (try? channel.pipeline.syncOperations.handler(type: RPCTLSEventHandler.self))
+                .map { NIOLoopBound($0, eventLoop: self.eventLoop) }
             handler.onReady = { self.handshook(handler, channel, core: self.core.value) }
             handler.onRetired = {
                 self.onLoop { core in
@@ -303,8 +318,9 @@ public final class RPCConnection: Sendable {
                 self.onLoop { core in
                     switch core.state {
                     case .handshaking(let current) where ObjectIdentifier(current) == channelID:
-                        self.failPending(
-                            core, RPCStatus(.unavailable, "connection closed during the HTTP/2 handshake"))
+                        let reason =
+                            tlsEvents?.value.failure ?? "connection closed during the HTTP/2 handshake"
+                        self.failPending(core, RPCStatus(.unavailable, "connection error: \(reason)"))
                         self.scheduleReconnect(core)
                     case .ready(_, let current) where ObjectIdentifier(current) == channelID:
                         self.scheduleReconnect(core)

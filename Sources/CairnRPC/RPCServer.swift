@@ -32,12 +32,15 @@ public struct RPCServerConfiguration: Sendable {
     /// dropped (HTTP/2 "rapid reset" protection), high enough for clients that
     /// cancel many calls legitimately.
     public var streamResetsPer30SecondsMax = 10_000
+    /// TLS in front of HTTP/2 (ALPN h2, client certificates, identities);
+    /// `nil` serves plaintext HTTP/2. Must be a server-role `RPCTLS`.
+    public var tls: RPCTLS?
 
     public init() {}
 }
 
-/// A gRPC server over HTTP/2 on plain TCP (the TLS layer plugs in front of
-/// the HTTP/2 handler in a later module).
+/// A gRPC server over HTTP/2, on plain TCP or behind TLS
+/// (`RPCServerConfiguration.tls`).
 ///
 /// Lifecycle: `start` binds and returns a running server; `shutdown` stops
 /// accepting, sends GOAWAY on every connection, lets running calls finish
@@ -70,6 +73,8 @@ public final class RPCServer: Sendable {
         host: String, port: Int, router: RPCServiceRouter, configuration: RPCServerConfiguration = .init(),
         group: MultiThreadedEventLoopGroup? = nil
     ) async throws -> RPCServer {
+        precondition(
+            configuration.tls.map { $0.role == .server } ?? true, "a server needs a server-role RPCTLS")
         let eventLoops = group ?? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
         let bootstrap = ServerBootstrap(group: eventLoops)
@@ -84,6 +89,7 @@ public final class RPCServer: Sendable {
                     _ = connections.withLockedValue { $0.removeValue(forKey: key) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    try configuration.tls?.addHandlers(to: channel.pipeline.syncOperations)
                     try Self.configure(
                         channel.pipeline.syncOperations, router: router, configuration: configuration)
                 }

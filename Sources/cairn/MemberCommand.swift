@@ -53,6 +53,8 @@ struct MemberCommand: AsyncParsableCommand {
     @Option(help: "Event loop threads for client connections (default: one per core).")
     var threads = System.coreCount
 
+    @OptionGroup var tls: TLSOptions
+
     func validate() throws {
         guard self.maxRequestBytes > 0, self.maxRequestBytes <= Member.requestBytesLimit else {
             throw ValidationError("--max-request-bytes must be between 1 and \(Member.requestBytesLimit)")
@@ -69,13 +71,13 @@ struct MemberCommand: AsyncParsableCommand {
         }
     }
 
-    /// `http://host:port` URLs to (host, port); TLS is not built yet.
+    /// `http://host:port` and `https://host:port` URLs to (host, port).
     static func parse(urls: String) throws -> [(host: String, port: Int)] {
         try urls.split(separator: ",").map { url in
-            guard url.hasPrefix("http://") else {
-                throw ValidationError("only http:// client URLs are supported, got \(url)")
+            guard let scheme = ["http://", "https://"].first(where: { url.hasPrefix($0) }) else {
+                throw ValidationError("only http:// and https:// client URLs are supported, got \(url)")
             }
-            let address = url.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+            let address = url.dropFirst(scheme.count).split(separator: "/", maxSplits: 1).first ?? ""
             guard let colon = address.lastIndex(of: ":"),
                 let port = Int(address[address.index(after: colon)...])
             else {
@@ -131,9 +133,11 @@ struct MemberCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
         let router = MemberServices(member: member).router()
         var servers: [RPCServer] = []
-        for (host, port) in listen {
+        let configurations = try self.tls.serverConfigurations(
+            base: rpcConfiguration, clientURLs: self.listenClientUrls)
+        for ((host, port), configuration) in zip(listen, configurations) {
             let server = try await RPCServer.start(
-                host: host, port: port, router: router, configuration: rpcConfiguration, group: group)
+                host: host, port: port, router: router, configuration: configuration, group: group)
             logLine("\(self.name) (\(member.memberID)) serving clients on \(server.localAddress)")
             servers.append(server)
         }
