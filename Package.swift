@@ -46,8 +46,17 @@ let package = Package(
             dependencies: [.product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
         ),
+        // Member core: Raft + state machine + storage effects; pure like the core.
+        .target(
+            name: "CairnReplica", dependencies: ["CairnRaft", "CairnStateMachine", "CairnMVCC", "CairnCore"],
+            swiftSettings: strict
+        ),
         // Deterministic cluster simulator (tests and `cairn-sim`); pure like the core.
-        .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .target(
+            name: "CairnSim",
+            dependencies: ["CairnRaft", "CairnReplica", "CairnStateMachine", "CairnMVCC", "CairnCore"],
+            swiftSettings: strict
+        ),
 
         // MARK: storage (WAL, snapshot files, file-system seam; Glibc, no Foundation)
         .target(name: "CairnStorage", swiftSettings: strict),
@@ -78,6 +87,7 @@ let package = Package(
             name: "CairnServer",
             dependencies: [
                 "CairnCore", "CairnMVCC", "CairnStateMachine", "CairnStorage", "CairnAPI", "CairnRPC",
+                "CairnRaft", "CairnReplica", "CairnPeer", "COpenSSL",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nio,
             swiftSettings: strict
@@ -110,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer", "CairnRPC", "CairnTLS", "CairnPeer",
+                "CairnServer", "CairnRPC", "CairnPeer", "CairnTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + nio,
             swiftSettings: strict
@@ -118,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "cairn-sim",
             dependencies: [
-                "CairnSim", "CairnRaft",
+                "CairnSim", "CairnRaft", "CairnReplica",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -126,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "cairn-bench",
             dependencies: [
-                "CairnAPI", "CairnRPC",
+                "CairnAPI", "CairnRPC", "CairnMVCC", "CairnCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + nio,
             swiftSettings: strict
@@ -139,7 +149,16 @@ let package = Package(
             exclude: ["Scenarios"],
             swiftSettings: strict
         ),
-        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnSimTests",
+            dependencies: ["CairnSim", "CairnRaft", "CairnReplica", "CairnStateMachine", "CairnMVCC", "CairnCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CairnReplicaTests",
+            dependencies: ["CairnReplica", "CairnRaft", "CairnStateMachine", "CairnMVCC", "CairnCore"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore"], swiftSettings: strict),
         .testTarget(name: "CairnMVCCTests", dependencies: ["CairnMVCC", "CairnCore"], swiftSettings: strict),
         .testTarget(
@@ -167,7 +186,11 @@ let package = Package(
         ),
         // Runs the real `cairn member` and `etcdctl` (needs `cairn` built beside the tests).
         .testTarget(
-            name: "CairnServerTests", dependencies: ["CairnTestSupport", "CairnClient", "CairnAPI"],
+            name: "CairnServerTests",
+            dependencies: [
+                "CairnTestSupport", "CairnClient", "CairnAPI", "CairnRPC", "CairnSim",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -187,7 +210,6 @@ let package = Package(
                 "CairnPeer", "CairnTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -1,17 +1,16 @@
 import CairnCore
 import CairnMVCC
+import CairnPeer
+import CairnRPC
+import CairnRaft
+import CairnReplica
 import CairnStateMachine
 import CairnStorage
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// etcd's alarm types a member raises.
-public enum MemberAlarm: Int, Hashable, Sendable {
-    /// The store is over `--quota-backend-bytes`: growing writes are refused.
-    case noSpace = 1
-}
-
-/// A single member's settings, with etcd's flag defaults.
+/// A member's settings, with etcd's flag defaults.
 public struct MemberConfiguration: Sendable {
     public var name: String
     /// etcd's `--data-dir`; the WAL, snapshots and identity live under
@@ -30,50 +29,59 @@ public struct MemberConfiguration: Sendable {
     public var autoCompaction: AutoCompaction?
     /// Applied entries between two snapshots (then old WAL segments go).
     public var snapshotEntriesInterval: UInt64 = Member.snapshotEntriesIntervalDefault
+    /// How the member joins or bootstraps its cluster, and its peer URLs.
+    public var cluster: ClusterBootstrap
+    /// Front-of-pipeline handlers for peer connections (TLS); nil = plaintext.
+    public var peerChannelInitializer: PeerChannelInitializer?
 
-    public init(name: String, dataDirectory: String, clientURLs: [String]) {
+    public init(name: String, dataDirectory: String, clientURLs: [String], cluster: ClusterBootstrap? = nil) {
         self.name = name
         self.dataDirectory = dataDirectory
         self.clientURLs = clientURLs
+        self.cluster = cluster ?? .single(name: name)
+    }
+
+    /// etcd's request timeout: 5 s plus two election timeouts ("request timed out").
+    var requestTimeout: TimeAmount {
+        .milliseconds(Int64(5_000 + 2 * self.cluster.electionTimeoutMilliseconds))
     }
 }
 
-/// One Cairn member without peers: the durable write path in one place.
+/// One Cairn member: the shell around `CairnReplica` (real clock, disk,
+/// sockets), on one serial executor.
 ///
-/// Write path (the order is the durability argument):
-/// 1. A request becomes a `Command` on the member's executor and waits in
-///    `waiting` (bounded by `waitingWritesMax`: beyond it, "too many
-///    requests").
-/// 2. When no sync runs, every waiting command is appended to the WAL as
-///    the next entries (one `write`, page cache only) and ONE `sync`
-///    (fdatasync) starts on the I/O thread pool.
-/// 3. While it runs, new requests accumulate in `waiting` (group commit).
-/// 4. When the sync returns, the batch is applied in index order to the
-///    `StateMachine` and each request is answered: a write is answered only
-///    after the sync that covers it. Then the next batch starts (step 2).
-/// 5. Every `snapshotEntriesInterval` applied entries a snapshot is saved,
-///    a snapshot marker appended and synced, and WAL segments the oldest
-///    retained snapshot covers are released.
+/// Write path (the order is the durability argument; it lives in
+/// `Replica.nextEffects`, the shell only performs it, see `drive()`):
+/// 1. A request becomes a proposal to the replica with a request ID and
+///    waits in `pendingRequests` (bounded by `pendingRequestsMax`; beyond it
+///    "too many requests"; after `requestTimeout`, "request timed out").
+/// 2. The replica hands over hard state and entries to persist. When no
+///    persist runs, they are appended to the WAL and ONE fsync covers them,
+///    on the I/O thread; requests arriving meanwhile wait inside Raft for
+///    the next batch (group commit).
+/// 3. Once durable, `persisted()`; the replica then releases messages to
+///    peers, applies committed entries, and answers this member's requests.
+/// 4. Snapshots of the state machine are serialized and saved on the I/O
+///    pool (never on the executor); a WAL snapshot marker follows with the
+///    next persist, and segments the oldest retained snapshot covers go.
 ///
-/// Restart: latest snapshot (restored), then the WAL's later entries,
-/// replayed in order; a torn tail the WAL cut is logged.
+/// Restart: latest snapshot, then the WAL's hard state and later entries,
+/// handed to a new `Replica`; a torn tail the WAL cut is logged.
 ///
 /// Properties:
-/// 1. All mutable state (state machine, WAL, queues) is touched only on
-///    `eventLoop`, a dedicated single thread, except `wal.sync()`, which
-///    runs on the thread pool while `phase == .syncing`; the event loop does
-///    not touch the WAL in that phase (the hop through the future orders
-///    the accesses).
-/// 2. `lastAppendedIndex >= stateMachine.appliedIndex`; both only grow.
-/// 3. Reads are served from the applied state on `eventLoop`; everything
-///    applied is durable, so a single member's reads are linearizable.
+/// 1. All mutable state (replica, WAL, queues) is touched only on
+///    `eventLoop`, except while `persistInFlight`: then only the I/O job
+///    touches the WAL (the future's hop orders the accesses).
+/// 2. Nothing is sent to a peer or answered to a client before the
+///    persistence it depends on completed (the replica's contract).
+/// 3. Serializable reads run on the applied state on `eventLoop`;
+///    linearizable reads wait for the replica's ReadIndex round.
 public final class Member: @unchecked Sendable {
     /// Applied entries between snapshots by default.
     public static let snapshotEntriesIntervalDefault: UInt64 = 10_000
-    /// Writes that may wait for the next sync; beyond it "too many requests".
-    public static let waitingWritesMax = 20_000
-    /// The term every entry of a single member carries (Raft's first term).
-    public static let term: UInt64 = 1
+    /// Requests (writes and linearizable reads) that may wait for an answer;
+    /// beyond it "too many requests".
+    public static let pendingRequestsMax = 20_000
     /// The largest `requestBytesMax`: every command must fit one WAL record
     /// (frame overhead is far below the 1 KiB margin).
     public static let requestBytesLimit = WALOptions().recordBytesMax - 1024
@@ -81,23 +89,40 @@ public final class Member: @unchecked Sendable {
     public static let quotaBackendBytesDefault = 2 * 1024 * 1024 * 1024
 
     enum Phase {
-        case idle
-        case syncing
+        case running
         /// A storage failure: no write is accepted any more.
         case failed(String)
         case stopped
     }
 
-    struct PendingWrite: Sendable {
-        var command: Command
-        var bytes: [UInt8]
-        var promise: EventLoopPromise<ApplyResult>
+    /// A client request waiting for the replica's answer.
+    struct PendingRequest {
+        var promise: EventLoopPromise<ReplicaResponse.Outcome>
+        var deadline: NIODeadline
     }
 
-    /// Lets the WAL cross to the thread pool for `sync` (property 1).
-    private final class WALHandle: @unchecked Sendable {
+    /// A request waiting for a leader before it can be proposed.
+    struct ParkedRequest {
+        var submit: (UInt64) throws -> Void
+        var promise: EventLoopPromise<ReplicaResponse.Outcome>
+        var deadline: NIODeadline
+    }
+
+    /// A linearizable read waiting for its read index to be applied.
+    struct PendingRead {
+        var run: (StateMachine) -> Void
+        var fail: (any Error) -> Void
+        var deadline: NIODeadline
+    }
+
+    /// Lets the WAL and snapshot store cross to the I/O pool (property 1).
+    final class StorageHandle: @unchecked Sendable {
         let log: WriteAheadLog
-        init(_ log: WriteAheadLog) { self.log = log }
+        let snapshots: SnapshotStore
+        init(log: WriteAheadLog, snapshots: SnapshotStore) {
+            self.log = log
+            self.snapshots = snapshots
+        }
     }
 
     public let configuration: MemberConfiguration
@@ -105,102 +130,83 @@ public final class Member: @unchecked Sendable {
     public let clusterID: ClusterID
     /// The member's serial executor.
     public let eventLoop: any EventLoop
-    private let loopGroup: MultiThreadedEventLoopGroup
-    private let ioPool: NIOThreadPool
-    private let wal: WALHandle
-    private let snapshots: SnapshotStore
-    var stateMachine: StateMachine
+    let loopGroup: MultiThreadedEventLoopGroup
+    let ioPool: NIOThreadPool
+    let storage: StorageHandle
+    /// The member core; touched only on `eventLoop`.
+    let replica: Replica
+    /// Peer connections; set once `startPeers` ran.
+    var transport: PeerTransport?
+    /// A client of the leader for forwarded keep-alives and membership calls.
+    var forwardingClient: (member: MemberID, client: RPCClient)?
+    /// The term, readable from any thread for response headers.
+    let termBox = NIOLockedValueBox<UInt64>(0)
+    /// Whether this member's name and client URLs are in the applied member list.
+    var attributesPublished = false
+    var publishingAttributes = false
+    /// The peers the transport was last pointed at.
+    var connectedPeers: [UInt64: PeerURL] = [:]
     /// Watchers of every watch stream, fed after each applied entry.
     var watchHub: WatchHub
     /// How each watch stream's responses leave the executor.
     var watchDeliveries: [WatchStreamID: WatchDelivery] = [:]
     var nextWatchStreamID: UInt64 = 1
-    /// Raised alarms (member-local, not persisted: a restarted member raises
-    /// NOSPACE again at its first write over quota).
-    var alarms: Set<MemberAlarm> = []
+    /// Raised alarms of every member: replicated state (the `alarm`
+    /// command), kept in snapshots, so they survive a restart.
+    var alarms: [AlarmMember] { self.stateMachine.alarms.list() }
     /// Group-commit figures, logged at shutdown: syncs done, entries they covered.
     var syncsCompleted = 0
     var entriesSynced = 0
     /// Revisions sampled for periodic auto-compaction.
     var revisionSamples = RevisionSamples()
-    private var timers: [RepeatedTask] = []
-    private var phase = Phase.idle
-    private var waiting: [PendingWrite] = []
-    private var lastAppendedIndex: UInt64
-    private var nextRequestID: UInt64 = 1
-    private var lastSnapshotIndex: UInt64
+    var timers: [RepeatedTask] = []
+    var phase = Phase.running
+    var persistInFlight = false
+    /// `flushSnapshotMarkers` owns the WAL; the replica's effects wait.
+    var markerFlushInFlight = false
+    /// Defragment calls waiting for their snapshot's segments to go.
+    var defragmentWaiters: [(index: UInt64, promise: EventLoopPromise<Void>)] = []
+    var snapshotSaveInFlight = false
+    /// Markers of snapshots saved since the last persist (appended with the next one).
+    var snapshotMarkers: [SnapshotMarker] = []
+    var pendingRequests: [UInt64: PendingRequest] = [:]
+    var pendingReads: [UInt64: PendingRead] = [:]
+    /// Requests made while no leader was known (bounded with the others).
+    var parkedRequests: [ParkedRequest] = []
+    /// Linearizable reads refused for want of a leader, asked again later.
+    var parkedReads: [UInt64] = []
+    var nextRequestID: UInt64 = 1
+    /// Set when the replica reported this member removed from the cluster.
+    var removedFromCluster = false
     let logLine: @Sendable (String) -> Void
 
-    /// Opens (or creates) the data directory, recovers the state and
-    /// starts the executor. Recovery runs before the member is shared.
+    /// The current Raft term (response headers; any thread).
+    public var raftTerm: UInt64 { self.termBox.withLockedValue { $0 } }
+
+    /// The applied state (a value: readers get a consistent copy).
+    var stateMachine: StateMachine { self.replica.stateMachine }
+
+    /// Opens (or creates) the data directory, recovers or bootstraps the
+    /// state and starts the executor. Peers start with `startPeers`.
     public init(configuration: MemberConfiguration, log: @escaping @Sendable (String) -> Void) throws {
         guard configuration.requestBytesMax <= Self.requestBytesLimit else {
             throw MemberError.requestBytesMaxTooLarge(limit: Self.requestBytesLimit)
         }
         self.configuration = configuration
         self.logLine = log
-        let fileSystem = POSIXFileSystem()
-        let memberDirectory = configuration.dataDirectory + "/member"
-        _ = try fileSystem.createDirectory(configuration.dataDirectory)
-        _ = try fileSystem.createDirectory(memberDirectory)
-        let identity = try MemberIdentity.loadOrCreate(directory: memberDirectory, fileSystem: fileSystem)
-        self.memberID = identity.member
-        self.clusterID = identity.cluster
-        let recovered = try Self.recover(
-            memberDirectory: memberDirectory, fileSystem: fileSystem, configuration: configuration,
-            leaseIDSeed: identity.cluster.rawValue, log: log)
-        self.snapshots = recovered.snapshots
-        self.wal = WALHandle(recovered.wal)
-        self.stateMachine = recovered.stateMachine
-        self.lastAppendedIndex = recovered.stateMachine.appliedIndex
-        self.lastSnapshotIndex = recovered.snapshotIndex
-        self.watchHub = WatchHub(revision: recovered.stateMachine.status.revision)
+        let opened = try MemberRecovery.open(configuration: configuration, log: log)
+        self.memberID = opened.identity.member
+        self.clusterID = opened.identity.cluster
+        self.storage = StorageHandle(log: opened.wal, snapshots: opened.snapshots)
+        self.replica = opened.replica
+        self.watchHub = WatchHub(revision: opened.replica.stateMachine.status.revision)
         self.loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.eventLoop = self.loopGroup.next()
-        self.ioPool = NIOThreadPool(numberOfThreads: 1)
+        self.ioPool = NIOThreadPool(numberOfThreads: 2)
         self.ioPool.start()
         self.startTimers()
-        self.startLeaseTimer()
+        self.startReplicaTimers()
         self.startAutoCompaction()
-    }
-
-    /// The restart order of CairnStorage: snapshot, then later WAL entries.
-    private static func recover(
-        memberDirectory: String, fileSystem: POSIXFileSystem, configuration: MemberConfiguration,
-        leaseIDSeed: UInt64, log: @Sendable (String) -> Void
-    ) throws -> (
-        wal: WriteAheadLog, snapshots: SnapshotStore, stateMachine: StateMachine, snapshotIndex: UInt64
-    ) {
-        let snapshots = try SnapshotStore(directory: memberDirectory + "/snap", fileSystem: fileSystem)
-        let now = Self.now()
-        var stateMachine = StateMachine(
-            config: StateMachine.Config(
-                storeLimits: MVCCStore.Limits(txnOperationsMax: configuration.txnOperationsMax),
-                lessor: Lessor.Config(idSeed: leaseIDSeed)))
-        let loaded = try snapshots.loadLatest()
-        if let loaded {
-            for problem in loaded.skipped { log("skipped damaged snapshot \(problem)") }
-            do {
-                try stateMachine.restore(loaded.bytes, now: now)
-            } catch {
-                throw MemberError.snapshotUnusable("\(error)")
-            }
-            log("restored snapshot at index \(loaded.index)")
-        }
-        let (wal, recovery) = try WriteAheadLog.open(
-            directory: memberDirectory + "/wal", fileSystem: fileSystem, snapshotIndex: loaded?.index)
-        if let repair = recovery.tailRepair { log("WAL tail repaired: \(repair)") }
-        var replayed = 0
-        for entry in recovery.entries where entry.index > stateMachine.appliedIndex {
-            _ = stateMachine.apply(index: entry.index, entry: entry.payload, now: now)
-            replayed += 1
-        }
-        log(
-            "replayed \(replayed) WAL entries; applied index \(stateMachine.appliedIndex), revision \(stateMachine.status.revision)"
-        )
-        // A single member is always the lease primary.
-        stateMachine.promote(now: now)
-        return (wal, snapshots, stateMachine, loaded?.index ?? 0)
     }
 
     /// Milliseconds of the monotonic clock, for lease expiries.
@@ -210,171 +216,157 @@ public final class Member: @unchecked Sendable {
 
     // MARK: writes
 
-    /// Proposes a write; the future completes once it is durable and applied.
+    /// Proposes a write; the future completes once it is applied here.
     public func propose(_ operation: Command.Operation) -> EventLoopFuture<ApplyResult> {
-        self.eventLoop.flatSubmit { self.enqueue(operation) }
-    }
-
-    private func enqueue(_ operation: Command.Operation) -> EventLoopFuture<ApplyResult> {
-        switch self.phase {
-        case .failed(let cause): return self.eventLoop.makeFailedFuture(MemberError.storageFailed(cause))
-        case .stopped: return self.eventLoop.makeFailedFuture(CairnError.stopped)
-        case .idle, .syncing: break
+        self.eventLoop.flatSubmit {
+            if self.exceedsQuota(operation) { return self.eventLoop.makeFailedFuture(CairnError.noSpace) }
+            let command = Command(
+                requester: RequestIdentity(member: self.memberID, id: self.nextRequestID),
+                operation: operation)
+            guard command.encoded().count <= self.configuration.requestBytesMax else {
+                return self.eventLoop.makeFailedFuture(CairnError.requestTooLarge)
+            }
+            return self.request { requestID in try self.replica.propose(operation, requestID: requestID) }
+                .flatMapThrowing { outcome in
+                    guard case .applied(let result) = outcome else {
+                        throw RPCStatusError.unexpected("\(outcome)")
+                    }
+                    return result
+                }
         }
-        guard self.waiting.count < Self.waitingWritesMax else {
-            return self.eventLoop.makeFailedFuture(CairnError.tooManyRequests)
-        }
-        if self.exceedsQuota(operation) { return self.eventLoop.makeFailedFuture(CairnError.noSpace) }
-        let command = Command(
-            requester: RequestIdentity(member: self.memberID, id: self.nextRequestID), operation: operation)
-        self.nextRequestID += 1
-        let bytes = command.encoded()
-        guard bytes.count <= self.configuration.requestBytesMax else {
-            return self.eventLoop.makeFailedFuture(CairnError.requestTooLarge)
-        }
-        let promise = self.eventLoop.makePromise(of: ApplyResult.self)
-        self.waiting.append(PendingWrite(command: command, bytes: bytes, promise: promise))
-        if case .idle = self.phase { self.startBatch() }
-        return promise.futureResult
     }
 
     /// etcd refuses writes that can grow the store once it is over quota,
-    /// and keeps refusing them while the NOSPACE alarm is raised (until an
-    /// `alarm disarm`), even after compaction.
+    /// and keeps refusing them while any member's NOSPACE alarm is raised
+    /// (until an `alarm disarm`), even after compaction. Like etcd's quota
+    /// check, each refusal over quota proposes the alarm (idempotent) until
+    /// it is applied.
     private func exceedsQuota(_ operation: Command.Operation) -> Bool {
         switch operation {
         case .put, .txn, .leaseGrant:
-            if self.alarms.contains(.noSpace) { return true }
+            if self.stateMachine.alarms.isRaised(.noSpace) { return true }
             let quota =
                 self.configuration.quotaBackendBytes > 0
                 ? self.configuration.quotaBackendBytes : Self.quotaBackendBytesDefault
             guard self.stateMachine.status.approximateSizeBytes > quota else { return false }
-            self.alarms.insert(.noSpace)
             self.logLine(
-                "NOSPACE alarm raised: size \(self.stateMachine.status.approximateSizeBytes) > quota \(quota)"
+                "raising NOSPACE alarm: size \(self.stateMachine.status.approximateSizeBytes) > quota \(quota)"
             )
+            self.alarm(AlarmMember(member: self.memberID, type: .noSpace), raise: true).whenFailure { error in
+                self.logLine("raising NOSPACE alarm failed: \(error)")
+            }
             return true
         default:
             return false
         }
     }
 
-    /// Raises (`true`) or clears an alarm and answers the alarms raised after.
-    public func alarm(_ alarm: MemberAlarm?, raise: Bool) -> EventLoopFuture<[MemberAlarm]> {
-        self.eventLoop.submit {
-            if let alarm {
-                if raise { self.alarms.insert(alarm) } else { self.alarms.remove(alarm) }
-            }
-            return self.alarms.sorted { $0.rawValue < $1.rawValue }
-        }
-    }
-
-    /// Appends every waiting write and starts the one sync that covers them.
-    private func startBatch() {
-        let batch = self.waiting
-        self.waiting.removeAll(keepingCapacity: true)
-        let firstIndex = self.lastAppendedIndex + 1
-        var records: [WALRecord] = []
-        records.reserveCapacity(batch.count)
-        for (offset, write) in batch.enumerated() {
-            records.append(
-                .entry(LogEntry(index: firstIndex + UInt64(offset), term: Self.term, payload: write.bytes)))
-        }
-        do {
-            try self.wal.log.append(records)
-        } catch {
-            self.fail(cause: "\(error)", batch: batch)
-            return
-        }
-        self.lastAppendedIndex += UInt64(batch.count)
-        self.phase = .syncing
-        let wal = self.wal
-        self.ioPool.runIfActive(eventLoop: self.eventLoop) { try wal.log.sync() }.whenComplete { result in
-            switch result {
-            case .success: self.applyBatch(batch, firstIndex: firstIndex)
-            case .failure(let error): self.fail(cause: "\(error)", batch: batch)
-            }
-        }
-    }
-
-    /// The batch is durable: apply it in order and answer every request.
-    private func applyBatch(_ batch: [PendingWrite], firstIndex: UInt64) {
-        self.syncsCompleted += 1
-        self.entriesSynced += batch.count
-        let now = Self.now()
-        for (offset, write) in batch.enumerated() {
-            let result = self.stateMachine.apply(
-                index: firstIndex + UInt64(offset), command: write.command, now: now)
-            if !result.events.isEmpty {
-                self.watchHub.applied(events: result.events, revision: result.revision)
-            }
-            write.promise.succeed(result)
-        }
-        self.stepWatchers()
-        if self.stateMachine.appliedIndex - self.lastSnapshotIndex
-            >= self.configuration.snapshotEntriesInterval
-        {
-            self.saveSnapshot()
-        }
-        if case .failed = self.phase { return }
-        self.phase = .idle
-        if !self.waiting.isEmpty { self.startBatch() }
-    }
-
-    /// Saves a snapshot, records it in the WAL and releases covered segments.
-    /// Runs on the executor between batches (no sync in flight).
-    private func saveSnapshot() {
-        let index = self.stateMachine.appliedIndex
-        do {
-            try self.snapshots.save(index: index, term: Self.term, bytes: self.stateMachine.snapshot())
-            try self.wal.log.append([.snapshotMarker(SnapshotMarker(index: index, term: Self.term))])
-            try self.wal.log.sync()
-            if let oldest = try self.snapshots.oldestRetainedIndex() {
-                let released = try self.wal.log.releaseSegments(upTo: oldest)
-                if !released.isEmpty { self.logLine("released WAL segments \(released)") }
-            }
-            self.lastSnapshotIndex = index
-        } catch {
-            self.fail(cause: "snapshot at \(index): \(error)", batch: [])
-        }
-    }
-
-    /// A storage failure: nothing more can be promised durable.
-    private func fail(cause: String, batch: [PendingWrite]) {
-        self.logLine("storage failed, refusing writes: \(cause)")
-        self.phase = .failed(cause)
-        let waiting = self.waiting
-        self.waiting.removeAll()
-        for write in batch + waiting { write.promise.fail(MemberError.storageFailed(cause)) }
+    /// Proposes raising (`true`) or clearing an alarm. Alarms are
+    /// replicated, so the answer (the alarms changed) comes once applied.
+    public func alarm(_ alarm: AlarmMember, raise: Bool) -> EventLoopFuture<ApplyResult> {
+        self.propose(.alarm(AlarmChange(raise ? .activate : .deactivate, alarm)))
     }
 
     // MARK: reads
 
-    /// Runs `body` on the executor against the applied state.
+    /// Runs `body` on the executor against the applied state (serializable).
     public func read<Result: Sendable>(
         _ body: @escaping @Sendable (StateMachine) throws -> Result
     ) -> EventLoopFuture<Result> {
         self.eventLoop.submit { try body(self.stateMachine) }
     }
 
+    /// Runs `body` once the replica confirmed a read index (a heartbeat
+    /// quorum of the leader) and applied up to it: a linearizable read.
+    /// Concurrent reads share one ReadIndex round.
+    public func linearizableRead<Result: Sendable>(
+        _ body: @escaping @Sendable (StateMachine) throws -> Result
+    ) -> EventLoopFuture<Result> {
+        self.eventLoop.flatSubmit {
+            let promise = self.eventLoop.makePromise(of: Result.self)
+            if case .failed(let cause) = self.phase {
+                promise.fail(MemberError.storageFailed(cause))
+                return promise.futureResult
+            }
+            guard self.pendingReads.count + self.pendingRequests.count < Self.pendingRequestsMax else {
+                promise.fail(CairnError.tooManyRequests)
+                return promise.futureResult
+            }
+            let readID = self.nextRequestID
+            self.nextRequestID += 1
+            self.pendingReads[readID] = PendingRead(
+                run: { stateMachine in
+                    do {
+                        promise.succeed(try body(stateMachine))
+                    } catch {
+                        promise.fail(error)
+                    }
+                },
+                fail: { error in promise.fail(error) },
+                deadline: .now() + self.configuration.requestTimeout)
+            do {
+                try self.replica.read(readID: readID)
+            } catch ReplicaError.notLeader(leader: nil), ReplicaError.raft(.notLeader(leader: noNode)) {
+                self.parkedReads.append(readID)
+            } catch {
+                self.pendingReads.removeValue(forKey: readID)
+                promise.fail(Self.cairnError(error))
+            }
+            self.drive()
+            return promise.futureResult
+        }
+    }
+
     /// Keeps repeating timers so shutdown can cancel them (executor only).
     func appendTimers(_ tasks: [RepeatedTask]) { self.timers += tasks }
 
+    /// Returns once this member's name and client URLs are in the applied
+    /// member list; etcd serves clients only from then on, so MemberList
+    /// never shows a serving member "unstarted".
+    public func waitUntilReady() async {
+        while !((try? await self.eventLoop.submit { self.attributesPublished || self.removedFromCluster }
+            .get()) ?? true)
+        {
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+    }
+
     // MARK: shutdown
 
-    /// Stops accepting writes once the batch in flight is answered, then
-    /// closes the WAL and the executor. Call after the RPC server drained.
+    /// A leader hands leadership to another voter before it stops (etcd
+    /// does on SIGTERM), so the cluster does not wait an election timeout.
+    public func handOverLeadership() async {
+        let target: MemberID? = try? await self.eventLoop.submit { () -> MemberID? in
+            guard self.replica.role == .leader else { return nil }
+            let others = self.replica.confState.voters.filter { $0 != self.memberID.rawValue }.sorted()
+            guard let first = others.first else { return nil }
+            try? self.replica.transferLeadership(to: MemberID(first))
+            self.drive()
+            return MemberID(first)
+        }.get()
+        guard let target else { return }
+        self.logLine("handing leadership over to \(target) before stopping")
+        let deadline =
+            NIODeadline.now() + .milliseconds(Int64(self.configuration.cluster.electionTimeoutMilliseconds))
+        while NIODeadline.now() < deadline {
+            let leading = (try? await self.eventLoop.submit { self.replica.role == .leader }.get()) ?? false
+            if !leading { return }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+    }
+
+    /// Stops accepting requests once the persist in flight is done, then
+    /// closes the peers, the WAL and the executor. Call after the RPC
+    /// server drained.
     public func shutdown() async {
         while true {
             let done: Bool =
                 (try? await self.eventLoop.submit { () -> Bool in
-                    if case .syncing = self.phase { return false }
+                    if self.persistInFlight || self.markerFlushInFlight { return false }
                     self.phase = .stopped
                     self.logLine(
                         "group commit: \(self.entriesSynced) entries in \(self.syncsCompleted) syncs")
-                    for write in self.waiting { write.promise.fail(CairnError.stopped) }
-                    self.waiting.removeAll()
-                    try? self.wal.log.close()
+                    self.failPending(CairnError.stopped)
                     for timer in self.timers { timer.cancel() }
                     self.timers.removeAll()
                     return true
@@ -382,7 +374,22 @@ public final class Member: @unchecked Sendable {
             if done { break }
             try? await Task.sleep(nanoseconds: 1_000_000)
         }
+        if let transport = try? await self.eventLoop.submit({ self.transport }).get() {
+            await transport.shutdown()
+        }
         try? await self.ioPool.shutdownGracefully()
+        try? await self.eventLoop.submit { try? self.storage.log.close() }.get()
         try? await self.loopGroup.shutdownGracefully()
+    }
+}
+
+/// A replica answer the services did not expect (a programming error
+/// surfaced as an internal status, never a crash).
+enum RPCStatusError: Error, CustomStringConvertible {
+    case unexpected(String)
+    var description: String {
+        switch self {
+        case .unexpected(let what): "unexpected replica answer \(what)"
+        }
     }
 }

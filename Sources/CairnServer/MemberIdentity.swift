@@ -1,9 +1,9 @@
 import CairnCore
 import CairnStorage
 
-/// The member's and its cluster's IDs, chosen once when the data directory
-/// is created and read back on every restart, so clients (and later peers)
-/// see the same IDs across restarts.
+/// The member's and its cluster's IDs, derived (as etcd derives them) when
+/// the data directory is created and read back on every restart, so
+/// clients and peers see the same IDs across restarts.
 ///
 /// File: `<data-dir>/member/identity`, two lines `member <hex>` and
 /// `cluster <hex>`, written to a temporary file, fsynced and renamed into
@@ -14,25 +14,24 @@ struct MemberIdentity: Hashable, Sendable {
 
     static let fileName = "identity"
 
-    /// Reads the identity in `directory`, or creates and durably writes a new
-    /// random one when there is none.
-    static func loadOrCreate(directory: String, fileSystem: any FileSystem) throws -> MemberIdentity {
+    /// Reads the identity in `directory`; nil when there is none (a new
+    /// data directory).
+    static func load(directory: String, fileSystem: any FileSystem) throws -> MemberIdentity? {
         let path = directory + "/" + fileName
-        if fileSystem.exists(path) {
-            let file = try fileSystem.open(path, mode: .existing)
-            defer { try? fileSystem.close(file) }
-            let text = String(
-                decoding: try fileSystem.read(file, at: 0, count: try fileSystem.size(file)), as: UTF8.self)
-            guard let identity = parse(text) else {
-                throw MemberError.corruptIdentity(path: path)
-            }
-            return identity
+        guard fileSystem.exists(path) else { return nil }
+        let file = try fileSystem.open(path, mode: .existing)
+        defer { try? fileSystem.close(file) }
+        let text = String(
+            decoding: try fileSystem.read(file, at: 0, count: try fileSystem.size(file)), as: UTF8.self)
+        guard let identity = parse(text) else {
+            throw MemberError.corruptIdentity(path: path)
         }
-        var generator = SystemRandomNumberGenerator()
-        // Zero means "no member" in etcd's messages: never choose it.
-        let identity = MemberIdentity(
-            member: MemberID(UInt64.random(in: 1...UInt64.max, using: &generator)),
-            cluster: ClusterID(UInt64.random(in: 1...UInt64.max, using: &generator)))
+        return identity
+    }
+
+    /// Writes `identity` durably: a temporary file, fsync, rename, directory fsync.
+    static func create(_ identity: MemberIdentity, directory: String, fileSystem: any FileSystem) throws {
+        let path = directory + "/" + fileName
         let temporary = path + ".tmp"
         let file = try fileSystem.open(temporary, mode: .createOrTruncate)
         try fileSystem.append(file, Array(identity.encoded.utf8))
@@ -40,7 +39,6 @@ struct MemberIdentity: Hashable, Sendable {
         try fileSystem.close(file)
         try fileSystem.rename(temporary, to: path)
         try fileSystem.syncDirectory(directory)
-        return identity
     }
 
     var encoded: String {

@@ -1,59 +1,65 @@
 import CairnAPI
 import CairnCore
 import CairnRPC
+import CairnReplica
 import CairnStateMachine
 import Foundation
 import NIOCore
 
 extension Member {
-    /// How often the executor looks for expired leases (etcd: 500 ms).
-    static let leaseExpiryCheckInterval = TimeAmount.milliseconds(500)
-
-    /// The single member is the lease primary: expired leases are revoked
-    /// through the WAL like any write, and checkpoints are proposed when due.
-    func startLeaseTimer() {
-        self.eventLoop.execute {
-            let task = self.eventLoop.scheduleRepeatedTask(
-                initialDelay: Self.leaseExpiryCheckInterval, delay: Self.leaseExpiryCheckInterval
-            ) { _ in
-                self.proposeLeaseMaintenance()
-            }
-            self.appendTimers([task])
-        }
-    }
-
-    private func proposeLeaseMaintenance() {
-        let now = Self.now()
-        for id in self.stateMachine.expiredLeases(now: now) {
-            self.propose(.leaseRevoke(id)).whenFailure { error in
-                self.logLine("revoking expired lease \(id) failed: \(error)")
-            }
-        }
-        let checkpoints = self.stateMachine.leaseCheckpointsDue(now: now)
-        if !checkpoints.isEmpty {
-            self.propose(.leaseCheckpoint(checkpoints)).whenFailure { error in
-                self.logLine("lease checkpoint failed: \(error)")
-            }
-        }
-    }
-
-    /// A keep-alive, served by the lessor on the executor: the renewed TTL,
-    /// or 0 when the lease does not exist (etcd's answer, not an error).
+    /// A keep-alive: on the leader, the lessor renews the lease (the renewed
+    /// TTL, or 0 when the lease does not exist: etcd's answer, not an
+    /// error); a follower forwards it to the leader's client URL, as etcd
+    /// forwards keep-alives over its peer HTTP API.
     func keepAlive(_ id: LeaseID) -> EventLoopFuture<(ttlSeconds: Int64, revision: Int64)> {
-        self.eventLoop.submit {
+        self.eventLoop.flatSubmit {
             let revision = self.stateMachine.status.revision
             do {
-                let renewal = try self.stateMachine.renew(id, now: Self.now())
-                if let checkpoint = renewal.checkpointToPropose {
-                    self.propose(.leaseCheckpoint([checkpoint])).whenFailure { error in
-                        self.logLine("lease checkpoint failed: \(error)")
-                    }
+                let ttl = try self.replica.renewLease(id)
+                self.drive()
+                return self.eventLoop.makeSucceededFuture((ttl, revision))
+            } catch ReplicaError.rejected(CairnError.leaseNotFound) {
+                return self.eventLoop.makeSucceededFuture((0, revision))
+            } catch ReplicaError.notLeader(let leader) {
+                guard let leader, let client = self.leaderClient(leader) else {
+                    return self.eventLoop.makeFailedFuture(CairnError.noLeader)
                 }
-                return (renewal.ttlSeconds, revision)
-            } catch CairnError.leaseNotFound {
-                return (0, revision)
+                return Self.forwardKeepAlive(id, client: client).hop(to: self.eventLoop)
+            } catch {
+                return self.eventLoop.makeFailedFuture(Self.cairnError(error))
             }
         }
+    }
+
+    /// A client of `leader`'s first client URL, kept while it stays leader.
+    func leaderClient(_ leader: MemberID) -> RPCClient? {
+        if let cached = self.forwardingClient, cached.member == leader { return cached.client }
+        guard let url = self.replica.members.first(where: { $0.id == leader })?.clientURLs.first,
+            let client = try? RPCClient(endpoints: [url], group: self.loopGroup)
+        else { return nil }
+        let previous = self.forwardingClient
+        self.forwardingClient = (leader, client)
+        if let previous { Task { await previous.client.shutdown() } }
+        return client
+    }
+
+    /// One keep-alive over its own short stream to the leader.
+    static func forwardKeepAlive(
+        _ id: LeaseID, client: RPCClient
+    ) -> EventLoopFuture<(ttlSeconds: Int64, revision: Int64)> {
+        let connection = client.connection()
+        let promise = connection.eventLoop.makePromise(of: (ttlSeconds: Int64, revision: Int64).self)
+        var options = RPCCallOptions()
+        options.timeout = .seconds(5)
+        let stream = connection.openStream(
+            EtcdLease.leaseKeepAlive, options: options,
+            onResponse: { response in promise.succeed((response.ttl, response.header.revision)) },
+            onClose: { status in promise.fail(status.code == .ok ? CairnError.leaderChanged : status) })
+        var request = Etcdserverpb_LeaseKeepAliveRequest()
+        request.id = id.rawValue
+        stream.send(request)
+        stream.finish()
+        return promise.futureResult
     }
 }
 
@@ -104,7 +110,10 @@ final class KeepAliveSession: RPCStreamHandler, @unchecked Sendable {
 extension MemberServices {
     func registerLease(_ router: inout RPCServiceRouter) {
         router.unaryFuture(EtcdLease.leaseGrant) { wire, _ in
-            self.write(.leaseGrant(id: LeaseID(wire.id), ttlSeconds: wire.ttl)) { response, revision in
+            // Like etcd, the proposer picks an ID the client left to the server,
+            // so every member applies the same grant whatever it was seeded with.
+            let id = wire.id != 0 ? wire.id : Int64.random(in: 1...Int64.max)
+            return self.write(.leaseGrant(id: LeaseID(id), ttlSeconds: wire.ttl)) { response, revision in
                 guard case .leaseGrant(let id, let ttlSeconds) = response else {
                     throw Self.unexpected(response)
                 }
@@ -115,8 +124,8 @@ extension MemberServices {
                 return answer
             }
         }
-        router.unaryFuture(EtcdLease.leaseRevoke) { wire, _ in
-            self.write(.leaseRevoke(LeaseID(wire.id))) { response, revision in
+        router.unaryFuture(EtcdLease.leaseRevoke) { wire, context in
+            self.write(.leaseRevoke(LeaseID(wire.id)), authorizing: context) { response, revision in
                 guard case .leaseRevoke = response else { throw Self.unexpected(response) }
                 var answer = Etcdserverpb_LeaseRevokeResponse()
                 answer.header = self.header(revision: revision)
@@ -128,7 +137,8 @@ extension MemberServices {
         }
         router.unaryFuture(EtcdLease.leaseTimeToLive) { wire, _ in
             let now = Member.now()
-            return self.member.read { stateMachine in
+            // Linearizable, as etcd answers it once the applied index caught up.
+            return self.member.linearizableRead { stateMachine in
                 var answer = Etcdserverpb_LeaseTimeToLiveResponse()
                 answer.header = self.header(revision: stateMachine.status.revision)
                 answer.id = wire.id
@@ -146,7 +156,7 @@ extension MemberServices {
             }
         }
         router.unaryFuture(EtcdLease.leaseLeases) { _, _ in
-            self.member.read { stateMachine in
+            self.member.linearizableRead { stateMachine in
                 var answer = Etcdserverpb_LeaseLeasesResponse()
                 answer.header = self.header(revision: stateMachine.status.revision)
                 answer.leases = stateMachine.lessor.leaseIDs().map { id in

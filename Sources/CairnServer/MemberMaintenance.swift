@@ -85,8 +85,10 @@ extension MemberServices {
         router.streaming(EtcdMaintenance.snapshot) { stream in
             let loop = stream.eventLoop
             let bound = NIOLoopBound(stream, eventLoop: loop)
+            let credential = self.auth.credential(stream.context)
             self.member.read { stateMachine in
-                (stateMachine.snapshot(), stateMachine.status.revision)
+                try self.authorizeMaintenance(credential, stateMachine)
+                return (stateMachine.snapshot(), stateMachine.status.revision)
             }.hop(to: loop).whenComplete { result in
                 switch result {
                 case .success(let (bytes, revision)):
@@ -97,36 +99,6 @@ extension MemberServices {
                 }
             }
             return SnapshotSession()
-        }
-    }
-}
-
-extension MemberServices {
-    func registerAlarm(_ router: inout RPCServiceRouter) {
-        router.unaryFuture(EtcdMaintenance.alarm) { wire, _ in
-            let alarm: MemberAlarm? = wire.alarm == .nospace ? .noSpace : nil
-            let future: EventLoopFuture<[MemberAlarm]>
-            switch wire.action {
-            case .get: future = self.member.alarm(nil, raise: false)
-            case .activate: future = self.member.alarm(alarm, raise: true)
-            case .deactivate: future = self.member.alarm(alarm, raise: false)
-            case .UNRECOGNIZED:
-                return self.member.eventLoop.makeFailedFuture(
-                    RPCStatus(.invalidArgument, "unknown alarm action"))
-            }
-            return future.flatMap { alarms in
-                self.member.read { stateMachine in
-                    var answer = Etcdserverpb_AlarmResponse()
-                    answer.header = self.header(revision: stateMachine.status.revision)
-                    answer.alarms = alarms.map { raised in
-                        var member = Etcdserverpb_AlarmMember()
-                        member.memberID = self.member.memberID.rawValue
-                        member.alarm = raised == .noSpace ? .nospace : .none
-                        return member
-                    }
-                    return answer
-                }
-            }
         }
     }
 }

@@ -13,11 +13,14 @@ import NIOCore
 /// `Member.read` for reads) and maps failures through `MemberServices.status`.
 public struct MemberServices: Sendable {
     let member: Member
+    /// Users, roles, tokens and the authorization gate (`MemberAuth.swift`).
+    let auth: MemberAuth
     /// Version reported by Maintenance Status: the etcd API version we speak.
     public static let reportedVersion = "3.4.0"
 
-    public init(member: Member) {
+    public init(member: Member, auth: MemberAuth = MemberAuth()) {
         self.member = member
+        self.auth = auth
     }
 
     /// The ONE mapping from anything a member fails with to a gRPC status:
@@ -42,7 +45,7 @@ public struct MemberServices: Sendable {
         header.clusterID = self.member.clusterID.rawValue
         header.memberID = self.member.memberID.rawValue
         header.revision = revision
-        header.raftTerm = Member.term
+        header.raftTerm = self.member.raftTerm
         return header
     }
 
@@ -52,10 +55,14 @@ public struct MemberServices: Sendable {
         self.registerKV(&router)
         router.streaming(EtcdWatch.watch) { stream in WatchSession(stream: stream, services: self) }
         self.registerLease(&router)
+        self.registerAuth(&router, auth: self.auth)
         self.registerCluster(&router)
         self.registerMaintenance(&router)
         self.registerSnapshot(&router)
         self.registerAlarm(&router)
+        self.registerLock(&router)
+        self.registerElection(&router)
+        self.registerDefragment(&router)
         return router
     }
 
@@ -71,44 +78,50 @@ public struct MemberServices: Sendable {
     }
 
     private func registerKV(_ router: inout RPCServiceRouter) {
-        router.unaryFuture(EtcdKV.range) { wire, _ in
+        router.unaryFuture(EtcdKV.range) { wire, context in
             let request: RangeRequest
             do {
                 request = try WireConversion.range(wire)
             } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
-            return self.member.read { stateMachine in
+            let credential = self.auth.credential(context)
+            let body: @Sendable (StateMachine) throws -> Etcdserverpb_RangeResponse = { stateMachine in
+                let identity = try self.auth.identity(credential, stateMachine.auth)
+                try stateMachine.authorize(identity, range: request)
                 let response = try stateMachine.store.range(request)
                 return WireConversion.range(response, header: self.header(revision: response.revision))
-            }.flatMapErrorThrowing { error in throw Self.status(for: error) }
+            }
+            // etcd's default is linearizable; `serializable` reads the local state.
+            let answer = wire.serializable ? self.member.read(body) : self.member.linearizableRead(body)
+            return answer.flatMapErrorThrowing { error in throw Self.status(for: error) }
         }
-        router.unaryFuture(EtcdKV.put) { wire, _ in
+        router.unaryFuture(EtcdKV.put) { wire, context in
             let request = WireConversion.put(wire)
             do { try request.validate() } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
-            return self.write(.put(request)) { response, revision in
+            return self.write(.put(request), authorizing: context) { response, revision in
                 guard case .put(let put) = response else { throw Self.unexpected(response) }
                 return WireConversion.put(put, header: self.header(revision: revision))
             }
         }
-        router.unaryFuture(EtcdKV.deleteRange) { wire, _ in
+        router.unaryFuture(EtcdKV.deleteRange) { wire, context in
             let request = WireConversion.deleteRange(wire)
             do { try request.validate() } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
-            return self.write(.deleteRange(request)) { response, revision in
+            return self.write(.deleteRange(request), authorizing: context) { response, revision in
                 guard case .deleteRange(let delete) = response else { throw Self.unexpected(response) }
                 return WireConversion.deleteRange(delete, header: self.header(revision: revision))
             }
         }
-        router.unaryFuture(EtcdKV.txn) { wire, _ in
+        router.unaryFuture(EtcdKV.txn) { wire, context in
             let request: TxnRequest
             do { request = try WireConversion.txn(wire) } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
-            return self.write(.txn(request)) { response, revision in
+            return self.write(.txn(request), authorizing: context) { response, revision in
                 guard case .txn(let txn) = response else { throw Self.unexpected(response) }
                 return WireConversion.txn(txn, header: self.header(revision: revision))
             }
@@ -127,23 +140,6 @@ public struct MemberServices: Sendable {
         RPCStatus(.internal, "unexpected apply result \(response)")
     }
 
-    private func registerCluster(_ router: inout RPCServiceRouter) {
-        router.unaryFuture(EtcdCluster.memberList) { _, _ in
-            self.member.read { stateMachine in
-                var member = Etcdserverpb_Member()
-                member.id = self.member.memberID.rawValue
-                member.name = self.member.configuration.name
-                member.clientUrls = self.member.configuration.clientURLs
-                // No peer listener yet: etcd's default peer URL, not served.
-                member.peerUrls = ["http://localhost:2380"]
-                var response = Etcdserverpb_MemberListResponse()
-                response.header = self.header(revision: stateMachine.status.revision)
-                response.members = [member]
-                return response
-            }
-        }
-    }
-
     private func registerMaintenance(_ router: inout RPCServiceRouter) {
         router.unaryFuture(EtcdMaintenance.status) { _, _ in
             self.member.read { stateMachine in
@@ -153,15 +149,20 @@ public struct MemberServices: Sendable {
                 response.version = Self.reportedVersion
                 response.dbSize = Int64(status.approximateSizeBytes)
                 response.dbSizeInUse = Int64(status.approximateSizeBytes)
-                response.leader = self.member.memberID.rawValue
-                response.raftIndex = status.appliedIndex
-                response.raftAppliedIndex = status.appliedIndex
-                response.raftTerm = Member.term
+                let replica = self.member.replica
+                response.leader = replica.leader?.rawValue ?? 0
+                response.raftIndex = replica.committedIndex
+                response.raftAppliedIndex = replica.appliedIndex
+                response.raftTerm = replica.term
+                response.isLearner = replica.confState.learners.contains(self.member.memberID.rawValue)
+                if replica.leader == nil { response.errors = [CairnError.noLeader.message] }
                 return response
             }
         }
-        router.unaryFuture(EtcdMaintenance.hashKV) { wire, _ in
-            self.member.read { stateMachine in
+        router.unaryFuture(EtcdMaintenance.hashKV) { wire, context in
+            let credential = self.auth.credential(context)
+            return self.member.read { stateMachine in
+                try self.authorizeMaintenance(credential, stateMachine)
                 let hash = try stateMachine.hash(revision: wire.revision)
                 var response = Etcdserverpb_HashKVResponse()
                 response.header = self.header(revision: stateMachine.status.revision)

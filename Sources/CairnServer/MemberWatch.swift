@@ -198,7 +198,10 @@ final class WatchSession: RPCStreamHandler, @unchecked Sendable {
     private func forward(_ request: Request, _ streamID: WatchStreamID) {
         switch request.requestUnion {
         case .createRequest(let create):
-            self.member.watchCreate(WatchConversion.create(create), stream: streamID)
+            let context = self.stream.value.context
+            self.services.watchCreate(create, stream: streamID, context: context) { [self] refusal in
+                self.connectionLoop.execute { self.stream.value.send(refusal) }
+            }
         case .cancelRequest(let cancel):
             self.member.watchCancel(WatchID(cancel.watchID), stream: streamID)
         case .progressRequest:

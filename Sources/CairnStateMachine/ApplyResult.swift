@@ -16,6 +16,10 @@ public struct ApplyResult: Hashable, Sendable {
         case leaseRevoke(revision: Int64)
         case leaseCheckpoint
         case noOp
+        /// The alarms an `alarm` command raised or cleared (etcd's answer).
+        case alarm([AlarmMember])
+        /// An auth change applied; the auth store's revision after it.
+        case auth(revision: UInt64)
         /// The command failed with etcd's error; nothing changed but the
         /// applied index.
         case failed(CairnError)

@@ -46,6 +46,13 @@ public struct Command: Hashable, Sendable {
         /// An entry a new leader appends to commit its term; changes nothing
         /// but the applied index.
         case noOp
+        /// Raise or clear an alarm (etcd's Alarm ACTIVATE/DEACTIVATE).
+        case alarm(AlarmChange)
+        /// A member's record (name, peer and client URLs): staged before its
+        /// Raft membership change, or an update of an existing member.
+        case memberAttributes(MemberRecord)
+        /// A change to users, roles, permissions or the enabled flag.
+        case auth(AuthOperation)
     }
 
     /// The encoding's first byte. Decoders refuse versions they do not know,
@@ -112,6 +119,15 @@ extension ByteWriter {
             }
         case .noOp:
             byte(8)
+        case .alarm(let change):
+            byte(40)
+            alarmChange(change)
+        case .memberAttributes(let record):
+            byte(20)
+            memberRecord(record)
+        case .auth(let operation):
+            byte(30)
+            authOperation(operation)
         }
     }
 }
@@ -133,6 +149,9 @@ extension ByteReader {
             }
             return .leaseCheckpoint(checkpoints)
         case 8: return .noOp
+        case 40: return .alarm(try alarmChange())
+        case 20: return .memberAttributes(try memberRecord())
+        case 30: return .auth(try authOperation())
         case let other: throw .unknownTag(other)
         }
     }

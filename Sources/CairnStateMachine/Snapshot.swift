@@ -35,6 +35,9 @@ extension StateMachine {
             writer.signed(lease.ttlSeconds)
             writer.signed(lease.remainingTTLSeconds)
         }
+        writer.memberList(members)
+        writer.alarmList(alarms)
+        writer.authStore(auth)
         let checksum = Checksum.crc32c(writer.bytes[...])
         for shift in stride(from: 0, to: 32, by: 8) {
             writer.byte(UInt8(truncatingIfNeeded: checksum >> shift))
@@ -60,6 +63,13 @@ extension StateMachine {
         let index = try reader.unsigned()
         let exported = try reader.store()
         let leases = try reader.leases(config: config.lessor)
+        // Snapshots of a single member written before membership records existed end here.
+        let restoredMembers = reader.remaining > 0 ? try reader.memberList() : MemberList()
+        // Snapshots written before alarms were replicated end here.
+        let restoredAlarms = reader.remaining > 0 ? try reader.alarmList() : []
+        // Snapshots written before auth was replicated end here.
+        let restoredAuth =
+            reader.remaining > 0 ? try reader.authStore(limits: auth.limits) : AuthStore(limits: auth.limits)
         try reader.expectEnd()
         let restoredStore: MVCCStore
         do {
@@ -69,6 +79,9 @@ extension StateMachine {
         }
         store = restoredStore
         appliedIndex = index
+        members = restoredMembers
+        alarms.restore(restoredAlarms)
+        auth = restoredAuth
         lessor.restore(leases: leases, liveKeys: Self.liveKeyLeases(exported), now: now)
         approximateSizeBytes = Self.approximateSize(of: exported)
     }

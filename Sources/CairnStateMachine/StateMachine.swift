@@ -38,6 +38,12 @@ public struct StateMachine: Sendable {
     public internal(set) var lessor: Lessor
     /// The index of the last applied log entry (etcd's consistent index).
     public internal(set) var appliedIndex: UInt64 = 0
+    /// Raised alarms (replicated, kept in snapshots).
+    public internal(set) var alarms = AlarmSet()
+    /// Who the members are (MemberList); Raft's `ConfState` says who votes.
+    public internal(set) var members = MemberList()
+    /// Users, roles and permissions (replicated, kept in snapshots).
+    public internal(set) var auth = AuthStore()
     var approximateSizeBytes: Int = 0
 
     public init(config: Config = Config()) {
@@ -118,6 +124,13 @@ public struct StateMachine: Sendable {
             result.response = .leaseCheckpoint
         case .noOp:
             result.response = .noOp
+        case .alarm(let change):
+            result.response = .alarm(try applyAlarm(change))
+        case .memberAttributes(let record):
+            members.upsert(record)
+            result.response = .noOp
+        case .auth(let operation):
+            result.response = .auth(revision: try auth.apply(operation))
         }
     }
 

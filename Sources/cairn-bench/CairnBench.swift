@@ -6,6 +6,6 @@ struct CairnBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn-bench",
         abstract: "Benchmarks and conformance servers for the etcd v3 API.",
-        subcommands: [RPCServerCommand.self]
+        subcommands: [RPCServerCommand.self, MVCCCommand.self]
     )
 }

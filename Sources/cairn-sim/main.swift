@@ -24,6 +24,11 @@ struct Swarm: ParsableCommand {
     var unsafeFault: [String] = []
     @Flag(help: "Print every seed's parameters and statistics.") var verbose = false
     @Flag(help: "Print role changes, partitions and crashes as they happen.") var events = false
+    @Flag(
+        help:
+            "Simulate whole members (CairnReplica with the state machine) and check the clients' history for linearizability."
+    )
+    var memberCore = false
 
     func validate() throws {
         guard nodes == 3 || nodes == 5 else { throw ValidationError("--nodes must be 3 or 5") }
@@ -34,6 +39,7 @@ struct Swarm: ParsableCommand {
     }
 
     func run() throws {
+        if memberCore { return try runMemberCore() }
         var passed = 0
         var failures: [String] = []
         for offset in 0..<UInt64(seeds) {
@@ -59,6 +65,38 @@ struct Swarm: ParsableCommand {
         }
         print("\(passed) of \(seeds) seeds passed")
         if !failures.isEmpty { throw ExitCode.failure }
+    }
+}
+
+extension Swarm {
+    /// Seeds of `ReplicaSimulation`: each run twice (determinism), checked by
+    /// the Raft checker every step, equal hashes, and linearizability.
+    func runMemberCore() throws {
+        var passed = 0
+        for offset in 0..<UInt64(seeds) {
+            var options = ReplicaSimulation.Options(seed: seed &+ offset)
+            options.nodeCount = nodes
+            options.chaosTicks = ticks
+            let outcome = ReplicaSimulation.runTwice(options)
+            if verbose || seeds == 1 {
+                print(
+                    "seed \(outcome.seed): \(outcome.violation ?? "ok") hash=\(outcome.traceHash) operations=\(outcome.operations)"
+                )
+            }
+            if let violation = outcome.violation {
+                print("FAIL seed \(outcome.seed): \(violation)")
+                print(
+                    "replay: cairn-sim --member-core --seed \(outcome.seed) --nodes \(nodes) --ticks \(ticks) --verbose"
+                )
+            } else {
+                passed += 1
+            }
+            if (offset + 1) % 100 == 0 {
+                print("\(offset + 1)/\(seeds) seeds, \(Int(offset) + 1 - passed) failed")
+            }
+        }
+        print("\(passed) of \(seeds) member-core seeds passed")
+        if passed < seeds { throw ExitCode.failure }
     }
 }
 

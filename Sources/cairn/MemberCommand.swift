@@ -14,7 +14,7 @@ import NIOPosix
 struct MemberCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "member",
-        abstract: "Run a Cairn member (single node) serving etcd's v3 gRPC API."
+        abstract: "Run a Cairn member (a Raft voter) serving etcd's v3 gRPC API."
     )
 
     @Option(help: "Human-readable name for this member.")
@@ -54,6 +54,10 @@ struct MemberCommand: AsyncParsableCommand {
     var threads = System.coreCount
 
     @OptionGroup var tls: TLSOptions
+
+    @OptionGroup var auth: AuthOptions
+
+    @OptionGroup var cluster: ClusterOptions
 
     func validate() throws {
         guard self.maxRequestBytes > 0, self.maxRequestBytes <= Member.requestBytesLimit else {
@@ -126,12 +130,22 @@ struct MemberCommand: AsyncParsableCommand {
             throw ValidationError(error.message)
         }
         memberConfiguration.snapshotEntriesInterval = UInt64(self.snapshotCount)
+        memberConfiguration.cluster = try self.cluster.bootstrap(name: self.name)
+        try self.tls.validate(
+            peerURLs: memberConfiguration.cluster.listenPeerURLs.map(\.description)
+                + memberConfiguration.cluster.advertisedPeerURLs)
+        memberConfiguration.peerChannelInitializer = try self.tls.peerTransportInitializer()
         let member = try Member(configuration: memberConfiguration) { line in logLine(line) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        // Peers first, then clients once this member is published (as etcd).
+        try await member.startPeers(group: group)
+        await member.waitUntilReady()
         var rpcConfiguration = RPCServerConfiguration()
         // etcd lets gRPC accept 512 KiB of overhead over --max-request-bytes.
         rpcConfiguration.requestBytesMax = self.maxRequestBytes + 524_288
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
-        let router = MemberServices(member: member).router()
+        let authConfiguration = self.auth.configuration(clientCertAuth: self.tls.clientCertAuth)
+        let services = MemberServices(member: member, auth: MemberAuth(configuration: authConfiguration))
+        let router = services.router()
         var servers: [RPCServer] = []
         let configurations = try self.tls.serverConfigurations(
             base: rpcConfiguration, clientURLs: self.listenClientUrls)
@@ -143,6 +157,7 @@ struct MemberCommand: AsyncParsableCommand {
         }
         await waitForTerminationSignal()
         logLine("shutting down")
+        await member.handOverLeadership()
         await Self.drain(servers, member: member)
         await member.shutdown()
         try await group.shutdownGracefully()

@@ -46,8 +46,8 @@ import Testing
         #expect(try member.run("lease", "timetolive", other, "--keys").contains("attached keys([ok])"))
     }
 
-    @Test func expiredLeaseDeletesItsKeys() throws {
-        let member = try MemberProcess()
+    @Test(arguments: Topology.allCases) func expiredLeaseDeletesItsKeys(_ topology: Topology) throws {
+        let member = try topology.start()
         let id = grantedID(try member.run("lease", "grant", "2"))
         #expect(try member.run("put", "--lease=\(id)", "short/a", "1") == "OK\n")
         #expect(try member.run("put", "--lease=\(id)", "short/b", "2") == "OK\n")

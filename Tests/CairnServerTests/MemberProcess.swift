@@ -8,10 +8,14 @@ import Foundation
 /// A real `cairn member` process on a fresh loopback port and a fresh data
 /// directory, plus `etcdctl` (API v3) pointed at it.
 final class MemberProcess: @unchecked Sendable {
+    let name: String
     let port: Int
+    let peerPort: Int
     let dataDirectory: URL
     private(set) var process: BackgroundProcess
     private let ownsDirectory: Bool
+    /// Flags every start of this member passes (cluster flags included).
+    private let baseArguments: [String]
 
     /// The `cairn` executable: `CAIRN_BIN_DIR`, else beside the test bundle.
     static var binary: String {
@@ -27,32 +31,50 @@ final class MemberProcess: @unchecked Sendable {
         return TestProcess.repositoryRoot.appendingPathComponent(".build/debug/cairn").path
     }
 
-    init(dataDirectory: URL? = nil, extraArguments: [String] = []) throws {
-        self.port = TestPorts.allocate()
+    /// A single member alone in its cluster.
+    convenience init(dataDirectory: URL? = nil, extraArguments: [String] = []) throws {
+        try self.init(
+            name: "default", port: TestPorts.allocate(), peerPort: TestPorts.allocate(),
+            dataDirectory: dataDirectory, clusterArguments: [], extraArguments: extraArguments)
+    }
+
+    /// A member with the given ports; `clusterArguments` are its
+    /// `--initial-cluster*` flags (empty: a cluster of its own).
+    init(
+        name: String, port: Int, peerPort: Int, dataDirectory: URL? = nil, clusterArguments: [String],
+        extraArguments: [String] = [], waitUntilListening: Bool = true
+    ) throws {
+        self.name = name
+        self.port = port
+        self.peerPort = peerPort
         self.ownsDirectory = dataDirectory == nil
         self.dataDirectory =
             dataDirectory
             ?? FileManager.default.temporaryDirectory.appendingPathComponent(
-                "cairn-member-\(getpid())-\(self.port)-\(UInt32.random(in: 0...UInt32.max))")
-        self.process = try Self.launch(
-            port: self.port, dataDirectory: self.dataDirectory, extra: extraArguments)
-        try TestPorts.waitUntilListening(self.port)
+                "cairn-member-\(getpid())-\(port)-\(UInt32.random(in: 0...UInt32.max))")
+        self.baseArguments =
+            [
+                "member", "--name", name, "--data-dir", self.dataDirectory.path, "--listen-client-urls",
+                "http://127.0.0.1:\(port)", "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+                "--threads", "2",
+            ] + clusterArguments
+        self.process = try BackgroundProcess(Self.binary, self.baseArguments + extraArguments, name: name)
+        if waitUntilListening { try TestPorts.waitUntilListening(self.port) }
     }
 
-    private static func launch(port: Int, dataDirectory: URL, extra: [String]) throws -> BackgroundProcess {
-        try BackgroundProcess(
-            Self.binary,
-            [
-                "member", "--data-dir", dataDirectory.path, "--listen-client-urls",
-                "http://127.0.0.1:\(port)", "--threads", "2",
-            ] + extra, name: "member")
-    }
+    var peerURL: String { "http://127.0.0.1:\(self.peerPort)" }
 
     /// Stops the process with `signal` and starts a new one on the same
-    /// port and data directory.
-    func restart(after signal: Int32) throws {
+    /// ports and data directory.
+    func restart(after signal: Int32, extraArguments: [String] = []) throws {
         self.process.stop(signal: signal)
-        self.process = try Self.launch(port: self.port, dataDirectory: self.dataDirectory, extra: [])
+        try self.start(extraArguments: extraArguments)
+    }
+
+    /// Starts the member again after `stop` (same flags).
+    func start(extraArguments: [String] = []) throws {
+        self.process = try BackgroundProcess(
+            Self.binary, self.baseArguments + extraArguments, name: self.name)
         try TestPorts.waitUntilListening(self.port)
     }
 

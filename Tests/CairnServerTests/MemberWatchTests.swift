@@ -24,7 +24,8 @@ import Testing
 
     /// Puts `w/ready` until the watcher prints it, so the watch is known to
     /// be established; returns the output so far.
-    private func waitUntilWatching(_ watcher: BackgroundProcess, _ member: MemberProcess) throws -> String {
+    private func waitUntilWatching(_ watcher: BackgroundProcess, _ member: any EtcdctlTarget) throws -> String
+    {
         let deadline = Date().addingTimeInterval(8)
         while Date() < deadline {
             _ = try member.run("put", "w/ready", "1")
@@ -35,8 +36,9 @@ import Testing
         return watcher.log
     }
 
-    @Test func liveWatchSeesPrefixEventsAfterWrites() throws {
-        let member = try MemberProcess()
+    @Test(arguments: Topology.allCases) func liveWatchSeesPrefixEventsAfterWrites(_ topology: Topology) throws
+    {
+        let member = try topology.start()
         let watcher = try BackgroundProcess(
             "etcdctl", ["--endpoints=\(member.endpoint)", "watch", "--prefix", "w/"], name: "watch")
         defer { watcher.stop() }
@@ -49,8 +51,10 @@ import Testing
         #expect(waitForOutput(watcher, expected) == expected)
     }
 
-    @Test func watchFromPastRevisionWithPreviousValues() throws {
-        let member = try MemberProcess()
+    @Test(arguments: Topology.allCases) func watchFromPastRevisionWithPreviousValues(_ topology: Topology)
+        throws
+    {
+        let member = try topology.start()
         #expect(try member.run("put", "w/a", "1") == "OK\n")
         #expect(try member.run("put", "w/a", "2") == "OK\n")
         #expect(try member.run("del", "w/a") == "1\n")
@@ -83,8 +87,9 @@ import Testing
         #expect(member.process.log.contains("stopped"))
     }
 
-    @Test func watchFromCompactedRevisionIsCanceled() throws {
-        let member = try MemberProcess()
+    @Test(arguments: Topology.allCases) func watchFromCompactedRevisionIsCanceled(_ topology: Topology) throws
+    {
+        let member = try topology.start()
         for value in ["1", "2", "3"] { #expect(try member.run("put", "k", value) == "OK\n") }
         #expect(try member.run("compaction", "3") == "compacted revision 3\n")
         let output = try TestProcess.run(

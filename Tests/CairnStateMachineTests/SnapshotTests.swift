@@ -61,6 +61,8 @@ import Testing
         case .leaseRevoke: "leaseRevoke"
         case .leaseCheckpoint: "leaseCheckpoint"
         case .noOp: "noOp"
+        case .alarm: "alarm"
+        case .auth: "auth"
         case .failed: "failed"
         case .undecodable: "undecodable"
         case .alreadyApplied: "alreadyApplied"
