@@ -224,10 +224,15 @@ public final class ReplicaSimulation {
 
     // MARK: network and faults
 
+    /// Duplicates Raft's own messages (idempotent: appends, votes, heartbeats, read
+    /// confirmations) but never a forwarded proposal: like etcd, the leader appends every
+    /// `.propose` it receives, so a copy would commit the client's command twice, and the
+    /// real peer transport never duplicates (`PeerTransport`: "never duplicated").
     private func send(_ message: Message) {
         if !healed && roll(1000) < parameters.dropPerMille { return }
         schedule(.deliver(message), after: 1 + roll(parameters.messageDelayStepsMax))
-        if !healed && roll(1000) < parameters.duplicatePerMille {
+        // The roll comes first so every other seed draws the same random sequence as before.
+        if !healed && roll(1000) < parameters.duplicatePerMille && message.kind != .propose {
             schedule(.deliver(message), after: 1 + roll(parameters.messageDelayStepsMax))
         }
     }
