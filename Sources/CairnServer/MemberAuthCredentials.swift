@@ -25,8 +25,22 @@ public struct MemberAuthConfiguration: Sendable {
     /// beyond it a request is refused with "too many requests" rather than
     /// queued, since each holds a thread-pool thread for tens of ms.
     public var passwordHashesInFlightMax = 64
+    /// `--gateway-identities`: certificate identities (CN, SAN URI or SAN
+    /// DNS name) of gateways. Only a connection proved to be one of them
+    /// may name the user it acts for (`onBehalfOfHeader`).
+    public var gatewayIdentities: Set<String> = []
+
+    /// The metadata a gateway names its tenant's user in.
+    public static let onBehalfOfHeader = "cairn-on-behalf-of"
 
     public init() {}
+
+    /// Whether `peer` (the connection's verified certificate) is a gateway's.
+    func isGateway(_ peer: PeerIdentity?) -> Bool {
+        guard let peer, !self.gatewayIdentities.isEmpty else { return false }
+        let names = [peer.commonName].compactMap { $0 } + peer.uris + peer.dnsNames
+        return names.contains { self.gatewayIdentities.contains($0) }
+    }
 }
 
 /// Password hashes with a slow KDF from the system OpenSSL:
@@ -189,6 +203,10 @@ public final class MemberAuth: Sendable {
         case none
         case token(String)
         case certificate(commonName: String)
+        /// A gateway acting for this user (checked as if it connected itself).
+        case onBehalfOf(user: String)
+        /// An on-behalf-of header from a connection that is not a gateway's.
+        case refusedOnBehalfOf
     }
 
     public let configuration: MemberAuthConfiguration
@@ -229,10 +247,16 @@ public final class MemberAuth: Sendable {
         }
     }
 
-    /// etcd's order: a `token` header (or `authorization`, as etcd's
-    /// gateway sends it) first; with `clientCertAuth`, else the verified
-    /// certificate's CN.
+    /// An on-behalf-of user first (accepted only from a gateway's
+    /// certificate, refused from anyone else); then etcd's order: a `token`
+    /// header (or `authorization`, as etcd's gateway sends it); with
+    /// `clientCertAuth`, else the verified certificate's CN.
     func credential(_ context: RPCContext) -> Credential {
+        if let user = context.headers.first(name: MemberAuthConfiguration.onBehalfOfHeader) {
+            // Never a silent fallback to the caller's own rights.
+            guard self.configuration.isGateway(context.peer), !user.isEmpty else { return .refusedOnBehalfOf }
+            return .onBehalfOf(user: user)
+        }
         if let token = context.headers.first(name: "token") ?? context.headers.first(name: "authorization") {
             return .token(token)
         }
@@ -256,6 +280,10 @@ public final class MemberAuth: Sendable {
             return AuthIdentity(user: user, revision: auth.revision)
         case .certificate(let commonName):
             return AuthIdentity(user: commonName, revision: auth.revision)
+        case .onBehalfOf(let user):
+            return AuthIdentity(user: user, revision: auth.revision)
+        case .refusedOnBehalfOf:
+            throw .permissionDenied
         }
     }
 }

@@ -120,7 +120,8 @@ extension Member {
                     _ = try self.storage.log.append([.hardState(MemberRecovery.walHardState(hardState))])
                 }
                 if !persist.entries.isEmpty {
-                    _ = try self.storage.log.append(persist.entries.map { .entry(MemberRecovery.walEntry($0)) })
+                    let records = persist.entries.map { WALRecord.entry(MemberRecovery.walEntry($0)) }
+                    _ = try self.storage.log.append(records)
                 }
             } catch {
                 self.fail(cause: "\(error)")

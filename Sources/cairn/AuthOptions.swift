@@ -16,6 +16,12 @@ struct AuthOptions: ParsableArguments {
             valueName: "iterations"))
     var authPasswordCost = PasswordHasher.iterationsDefault
 
+    @Option(
+        help:
+            "Comma-separated certificate identities (CN, SAN URI or DNS) of gateways allowed to act on behalf of users."
+    )
+    var gatewayIdentities = ""
+
     func validate() throws {
         // etcd's --auth-token is "simple" or "jwt,<options>"; JWT is not built.
         guard self.authToken == "simple" else {
@@ -36,6 +42,7 @@ struct AuthOptions: ParsableArguments {
         configuration.tokenTTLSeconds = self.authTokenTtl
         configuration.passwordIterations = self.authPasswordCost
         configuration.clientCertAuth = clientCertAuth
+        configuration.gatewayIdentities = Set(self.gatewayIdentities.split(separator: ",").map(String.init))
         return configuration
     }
 }

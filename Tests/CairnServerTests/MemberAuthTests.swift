@@ -1,3 +1,6 @@
+import CairnAPI
+import CairnClient
+import CairnRPC
 import CairnTestSupport
 import Foundation
 import Testing
@@ -198,6 +201,65 @@ import Testing
             Self.errorLine(login)
                 == "Error: rpc error: code = Unknown desc = auth: authentication failed, password was given for no password user",
             "\(login)")
+    }
+
+    /// A gateway's certificate may name the user it acts for; the member
+    /// checks that user's permissions. Any other certificate naming a user
+    /// is refused: it gains neither that user's rights nor keeps its own.
+    @Test func onlyGatewaysActOnBehalfOfUsers() async throws {
+        let authority = try TestCertificateAuthority()
+        let server = try authority.member("member1")
+        let root = try authority.client("root")
+        let gateway = try authority.gateway("gateway1")
+        let member = try TLSMemberProcess(
+            tlsArguments: [
+                "--cert-file", server.certificateFile, "--key-file", server.keyFile, "--trusted-ca-file",
+                authority.certificateFile, "--client-cert-auth", "--gateway-identities", "gateway1",
+            ] + Self.arguments)
+        for arguments in [
+            ["user", "add", "root", "--new-user-password=pw"], ["user", "grant-role", "root", "root"],
+            ["role", "add", "reader"], ["role", "grant-permission", "reader", "read", "foo"],
+            ["user", "add", "alice", "--no-password"], ["user", "grant-role", "alice", "reader"],
+            ["auth", "enable"], ["put", "foo", "bar"],
+        ] {
+            let output = try member.etcdctl(arguments, caFile: authority.certificateFile, client: root)
+            #expect(output.status == 0, "\(arguments): \(output.stderr)\n\(member.process.log)")
+        }
+        func client(_ pair: CertificatePair) throws -> EtcdClient {
+            var configuration = EtcdClientConfiguration()
+            configuration.tls = EtcdClientTLS(
+                trustedCAFile: authority.certificateFile, certificateFile: pair.certificateFile,
+                keyFile: pair.keyFile)
+            return try EtcdClient(endpoints: [member.endpoint], configuration: configuration)
+        }
+        func onBehalfOf(_ user: String) -> RPCCallOptions {
+            RPCCallOptions(timeout: .seconds(10), metadata: ["cairn-on-behalf-of": user])
+        }
+        var get = Etcdserverpb_RangeRequest()
+        get.key = Data("foo".utf8)
+        var put = Etcdserverpb_PutRequest()
+        put.key = Data("foo".utf8)
+        put.value = Data("x".utf8)
+        let asGateway = try client(gateway)
+        let asRoot = try client(root)
+        do {
+            // The gateway acting for alice: alice's rights exactly.
+            let read = try await asGateway.rpc.unary(EtcdKV.range, get, options: onBehalfOf("alice"))
+            #expect(read.kvs.first?.value == Data("bar".utf8))
+            await #expect(throws: RPCStatus(.permissionDenied, "etcdserver: permission denied")) {
+                _ = try await asGateway.rpc.unary(EtcdKV.put, put, options: onBehalfOf("alice"))
+            }
+            // root's own certificate naming alice: refused, not root's rights.
+            await #expect(throws: RPCStatus(.permissionDenied, "etcdserver: permission denied")) {
+                _ = try await asRoot.rpc.unary(EtcdKV.range, get, options: onBehalfOf("alice"))
+            }
+            // Without the header root is root.
+            #expect(try await asRoot.rpc.unary(EtcdKV.put, put).header.revision > 0)
+        } catch {
+            Issue.record("\(error)\n\(member.process.log)")
+        }
+        await asGateway.shutdown()
+        await asRoot.shutdown()
     }
 
     /// Auth changes are replicated: made through one member, they hold on
