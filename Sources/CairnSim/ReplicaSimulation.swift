@@ -267,14 +267,7 @@ public final class ReplicaSimulation {
             let leader = ids.first(where: { !down.contains($0) && nodes[$0]?.status.role == .leader }),
             let node = nodes[leader], let membership = node.membership
         else { return }
-        let change: ConfChange
-        if membership.voters.contains(extra) {
-            change = ConfChange(.remove, node: extra)
-        } else if membership.learners.contains(extra) {
-            change = ConfChange(.addVoter, node: extra)
-        } else {
-            change = ConfChange(.addLearner, node: extra)
-        }
+        let change = SwarmParameters.nextMembershipChange(of: extra, in: membership)
         if node.proposeMembershipChange(change) {
             statistics.membershipChanges += 1
             trace.add(11, UInt64(change.kind.rawValue))

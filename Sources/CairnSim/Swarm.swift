@@ -75,3 +75,14 @@ public struct SwarmParameters: Sendable, CustomStringConvertible {
             + "heartbeat=\(heartbeatIntervalTicks) preVote=\(preVote) checkQuorum=\(checkQuorum)"
     }
 }
+
+extension SwarmParameters {
+    /// The operator's next step for the extra member of a swarm run: add it
+    /// as a learner, promote it, remove it, and round again. Both
+    /// simulations (bare Raft and whole members) cycle it the same way.
+    static func nextMembershipChange(of extra: NodeID, in membership: ConfState) -> ConfChange {
+        if membership.voters.contains(extra) { return ConfChange(.remove, node: extra) }
+        if membership.learners.contains(extra) { return ConfChange(.addVoter, node: extra) }
+        return ConfChange(.addLearner, node: extra)
+    }
+}
