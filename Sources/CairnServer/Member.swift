@@ -331,6 +331,14 @@ public final class Member: @unchecked Sendable {
         }
     }
 
+    /// Returns once the cluster removed this member; etcd then stops the
+    /// member's process ("the member has been permanently removed").
+    public func waitUntilRemoved() async {
+        while !((try? await self.eventLoop.submit { self.removedFromCluster }.get()) ?? true) {
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
     // MARK: shutdown
 
     /// A leader hands leadership to another voter before it stops (etcd

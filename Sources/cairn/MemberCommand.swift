@@ -155,8 +155,22 @@ struct MemberCommand: AsyncParsableCommand {
             logLine("\(self.name) (\(member.memberID)) serving clients on \(server.localAddress)")
             servers.append(server)
         }
-        await waitForTerminationSignal()
-        logLine("shutting down")
+        // A signal, or the cluster removing this member (etcd exits then too).
+        let (stopped, stop) = AsyncStream.makeStream(of: String.self)
+        Task {
+            await waitForTerminationSignal()
+            stop.yield("a termination signal")
+        }
+        Task {
+            await member.waitUntilRemoved()
+            stop.yield("removal from the cluster")
+        }
+        var reason = "the end of the stop stream"
+        for await first in stopped {
+            reason = first
+            break
+        }
+        logLine("shutting down after \(reason)")
         await member.handOverLeadership()
         await Self.drain(servers, member: member)
         await member.shutdown()
