@@ -151,9 +151,6 @@ public final class Member: @unchecked Sendable {
     /// How each watch stream's responses leave the executor.
     var watchDeliveries: [WatchStreamID: WatchDelivery] = [:]
     var nextWatchStreamID: UInt64 = 1
-    /// Raised alarms of every member: replicated state (the `alarm`
-    /// command), kept in snapshots, so they survive a restart.
-    var alarms: [AlarmMember] { self.stateMachine.alarms.list() }
     /// Group-commit figures, logged at shutdown: syncs done, entries they covered.
     var syncsCompleted = 0
     var entriesSynced = 0

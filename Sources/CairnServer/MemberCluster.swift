@@ -18,7 +18,7 @@ extension MemberServices {
             let id = Bootstrap.memberID(
                 peerURLs: wire.peerUrls, token: self.member.configuration.cluster.token)
             return self.membershipChange(EtcdCluster.memberAdd, wire, target: id) { member, requestID in
-                for url in wire.peerUrls where PeerURLCheck.problem(url) != nil {
+                for url in wire.peerUrls where (try? PeerURL(parsing: url)) == nil {
                     throw CairnError.memberBadURLs
                 }
                 guard !wire.peerUrls.isEmpty else { throw CairnError.memberBadURLs }
@@ -142,13 +142,6 @@ extension MemberServices {
         member.clientUrls = record.clientURLs
         member.isLearner = record.isLearner
         return member
-    }
-}
-
-/// etcd's check of a peer URL in MemberAdd/MemberUpdate.
-enum PeerURLCheck {
-    static func problem(_ url: String) -> String? {
-        (try? PeerURL(parsing: url)) == nil ? "invalid peer URL \(url)" : nil
     }
 }
 
