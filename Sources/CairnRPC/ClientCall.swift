@@ -145,7 +145,10 @@ final class ClientCall {
     func streamClosed(reason: HTTP2ErrorCode?) {
         guard !self.isClosed else { return }
         switch reason {
-        case .some(.refusedStream): self.close(RPCStatus(.unavailable, "the server refused the stream"))
+        case .some(.refusedStream):
+            var status = RPCStatus(.unavailable, "the server refused the stream")
+            status.requestNotSent = true
+            self.close(status)
         case .some(.cancel): self.close(RPCStatus(.cancelled, "the server cancelled the stream"))
         case .some(let code):
             self.close(RPCStatus(.internal, "stream terminated by RST_STREAM with error code: \(code)"))
@@ -154,6 +157,8 @@ final class ClientCall {
     }
 
     func connectionFailed(_ status: RPCStatus) {
+        var status = status
+        status.requestNotSent = true
         self.close(status)
     }
 

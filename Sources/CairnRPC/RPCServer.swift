@@ -35,6 +35,12 @@ public struct RPCServerConfiguration: Sendable {
     /// TLS in front of HTTP/2 (ALPN h2, client certificates, identities);
     /// `nil` serves plaintext HTTP/2. Must be a server-role `RPCTLS`.
     public var tls: RPCTLS?
+    /// Called once per call that reached a registered method, when it ends:
+    /// with its `:path` and the status it ended with (`.cancelled` when
+    /// the client reset it or went away). Runs on the connection's event
+    /// loop, so it must be cheap; metrics (`grpc_server_handled_total`)
+    /// hang here without this layer knowing about them. nil: no hook.
+    public var callFinished: (@Sendable (_ path: String, _ code: RPCStatus.Code) -> Void)?
 
     public init() {}
 }

@@ -28,10 +28,19 @@ public struct RPCStatus: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
+    /// Set by the client when the call failed before any byte of it reached
+    /// the server (no connection, a refused stream), so retrying it cannot
+    /// apply it twice; a gateway retries writes only then. Not part of
+    /// equality: it says how a status arose, not what it is.
+    public var requestNotSent = false
 
     public init(_ code: Code, _ message: String = "") {
         self.code = code
         self.message = message
+    }
+
+    public static func == (lhs: RPCStatus, rhs: RPCStatus) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message
     }
 
     public static let ok = RPCStatus(.ok)

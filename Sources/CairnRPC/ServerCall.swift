@@ -123,6 +123,7 @@ final class ServerCall {
     func finish(_ status: RPCStatus) {
         guard case .open(let headersSent, let requestEnded) = self.state else { return }
         self.state = .finished
+        self.connection.configuration.callFinished?(self.path, status.code)
         self.deadlineTask?.cancel()
         self.deadlineTask = nil
         self.connection.writeHeaders(
@@ -151,7 +152,10 @@ final class ServerCall {
         self.state = .finished
         self.deadlineTask?.cancel()
         self.deadlineTask = nil
-        if wasOpen { self.notifyCancelled() }
+        if wasOpen {
+            self.connection.configuration.callFinished?(self.path, .cancelled)
+            self.notifyCancelled()
+        }
         self.onWritable = nil
     }
 
@@ -183,6 +187,13 @@ public struct RPCContext {
     /// The identity the TLS layer proved for this connection, if any.
     public var peer: PeerIdentity? { self.call.connection.peerIdentity }
     public var remoteAddress: SocketAddress? { self.call.connection.remoteAddress }
+    /// A slot a service may fill with its own state for this client
+    /// connection (a gateway's per-session revision floor); it lives and
+    /// dies with the connection, so nothing needs cleaning up.
+    public var connectionState: AnyObject? {
+        get { self.call.connection.serviceState }
+        nonmutating set { self.call.connection.serviceState = newValue }
+    }
     /// When the client stops waiting (from `grpc-timeout`).
     public var deadline: NIODeadline? { self.call.deadline }
     public var eventLoop: any EventLoop { self.call.eventLoop }

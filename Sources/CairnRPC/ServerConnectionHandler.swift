@@ -30,6 +30,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
     let configuration: RPCServerConfiguration
     private(set) var peerIdentity: PeerIdentity?
     private(set) var remoteAddress: SocketAddress?
+    /// A service's own state for this client connection (`RPCContext.connectionState`).
+    var serviceState: AnyObject?
     private(set) var context: ChannelHandlerContext?
     private var state: State = .active
     private var calls: [HTTP2StreamID: ServerCall] = [:]
