@@ -3,20 +3,22 @@
 # members, gateways, per-tenant clients, and a CRL. See certs/README.md.
 #
 #   mint.sh [-d DIR] [--days N] ca [COMMON_NAME]
-#   mint.sh [-d DIR] [--days N] member  NAME [--san SAN]...
-#   mint.sh [-d DIR] [--days N] gateway NAME [--san SAN]...
-#   mint.sh [-d DIR] [--days N] client  NAME [--uri URI]...
+#   mint.sh [-d DIR] [--days N | --expired] member  NAME [--no-loopback] [--san SAN]...
+#   mint.sh [-d DIR] [--days N | --expired] gateway NAME [--no-loopback] [--san SAN]...
+#   mint.sh [-d DIR] [--days N | --expired] client  NAME [--uri URI]...
 #   mint.sh [-d DIR] revoke NAME
 #   mint.sh [-d DIR] crl
 #
 # SAN is `IP:1.2.3.4` or `DNS:host.example` (a bare address or name is
-# accepted too). Members and gateways always get DNS:localhost and
-# IP:127.0.0.1 besides the --san ones. A client's CN is NAME (the etcd
-# user name with --client-cert-auth, or the tenant's name at a gateway).
+# accepted too). Members and gateways get DNS:localhost and IP:127.0.0.1
+# besides the --san ones, unless --no-loopback. A client's CN is NAME (the
+# etcd user name with --client-cert-auth, or the tenant's name at a gateway).
+# --expired mints a leaf whose validity ended yesterday (for refusal tests).
 set -euo pipefail
 
 dir="${CAIRN_CERTS_DIR:-$(dirname "$0")/generated}"
 days=365
+expired=""
 
 die() {
     echo "mint.sh: $*" >&2
@@ -24,7 +26,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -96,10 +98,41 @@ mint_leaf() {
     } >"$dir/$name.ext"
     (umask 077 && openssl req -new -config "$dir/$name.cnf" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
         -nodes -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null)
-    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-        -days "$days" -out "$dir/$name.pem" -extfile "$dir/$name.ext" 2>/dev/null
+    if [[ -n "$expired" ]]; then
+        sign_expired "$name"
+    else
+        openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+            -days "$days" -out "$dir/$name.pem" -extfile "$dir/$name.ext" 2>/dev/null
+    fi
     rm -f "$dir/$name.csr"
     echo "$dir/$name.pem"
+}
+
+# sign_expired NAME: signs NAME.csr valid from two days ago until yesterday.
+# `openssl x509 -days` cannot go negative and OpenSSL 3.0 has no
+# -not_before/-not_after, so this signs with `openssl ca`, which takes dates.
+sign_expired() {
+    local name="$1"
+    mkdir -p "$dir/issued"
+    # A random serial (as `openssl x509 -CAcreateserial` starts with).
+    openssl rand -hex 16 >"$dir/ca-sign-serial"
+    cat >"$dir/ca-sign.cnf" <<EOF
+[ca]
+default_ca = cairn_sign
+[cairn_sign]
+database = $dir/ca-index.txt
+new_certs_dir = $dir/issued
+serial = $dir/ca-sign-serial
+default_md = sha256
+unique_subject = no
+policy = cairn_policy
+[cairn_policy]
+commonName = supplied
+EOF
+    openssl ca -batch -notext -config "$dir/ca-sign.cnf" -keyfile "$dir/ca.key" -cert "$dir/ca.pem" \
+        -in "$dir/$name.csr" -out "$dir/$name.pem" -extfile "$dir/$name.ext" \
+        -startdate "$(date -u -d '2 days ago' +%y%m%d%H%M%SZ)" -enddate "$(date -u -d '1 day ago' +%y%m%d%H%M%SZ)" \
+        2>/dev/null || die "openssl ca could not sign an expired certificate for $name"
 }
 
 write_crl() {
@@ -113,8 +146,14 @@ server_leaf() {
     shift 2
     local sans="DNS:localhost,IP:127.0.0.1"
     while [[ $# -gt 0 ]]; do
-        [[ "$1" == "--san" && $# -ge 2 ]] || die "$kind: unexpected argument '$1' (use --san SAN)"
-        sans="$sans,$(san_entry "$2")"
+        if [[ "$1" == "--no-loopback" ]]; then
+            sans="${sans#DNS:localhost,IP:127.0.0.1}"
+            sans="${sans#,}"
+            shift
+            continue
+        fi
+        [[ "$1" == "--san" && $# -ge 2 ]] || die "$kind: unexpected argument '$1' (use --san SAN or --no-loopback)"
+        sans="${sans:+$sans,}$(san_entry "$2")"
         shift 2
     done
     # Members dial each other and gateways dial members: both roles.
@@ -144,6 +183,10 @@ while [[ $# -gt 0 ]]; do
         [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--days needs a positive number"
         days="$2"
         shift 2
+        ;;
+    --expired)
+        expired=1
+        shift
         ;;
     -h | --help) usage ;;
     *) break ;;

@@ -1,5 +1,6 @@
 import CairnCore
 import CairnMVCC
+import CairnMetrics
 import CairnPeer
 import CairnRPC
 import CairnRaft
@@ -9,6 +10,7 @@ import CairnStorage
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Prometheus
 
 /// A member's settings, with etcd's flag defaults.
 public struct MemberConfiguration: Sendable {
@@ -33,6 +35,12 @@ public struct MemberConfiguration: Sendable {
     public var cluster: ClusterBootstrap
     /// Front-of-pipeline handlers for peer connections (TLS); nil = plaintext.
     public var peerChannelInitializer: PeerChannelInitializer?
+    /// Client-role TLS for this member's calls to another member's
+    /// `https://` client URL (lease keep-alives and membership changes a
+    /// follower forwards to its leader); nil = such URLs are not dialled.
+    public var clientForwardingTLS: RPCTLS?
+    /// The Prometheus series this member keeps (etcd's names).
+    public var metrics = MemberMetrics()
 
     public init(name: String, dataDirectory: String, clientURLs: [String], cluster: ClusterBootstrap? = nil) {
         self.name = name
@@ -173,8 +181,16 @@ public final class Member: @unchecked Sendable {
     /// Linearizable reads refused for want of a leader, asked again later.
     var parkedReads: [UInt64] = []
     var nextRequestID: UInt64 = 1
+    /// Heartbeat round trips to peers while leading (metrics only).
+    var peerRoundTrips = PeerRoundTrips()
+    var peerRoundTripHistograms: [UInt64: ValueHistogram] = [:]
+    /// The leader the last soft state named (leader changes seen).
+    var lastSoftStateLeader: UInt64 = 0
     /// Set when the replica reported this member removed from the cluster.
     var removedFromCluster = false
+    /// Told, on the executor, every applied entry's effects (the auth shell
+    /// registers replicated simple tokens); registered from any thread.
+    let appliedEffectObservers = NIOLockedValueBox<[@Sendable ([ApplyResult.Effect]) -> Void]>([])
     let logLine: @Sendable (String) -> Void
 
     /// The current Raft term (response headers; any thread).

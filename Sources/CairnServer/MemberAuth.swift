@@ -160,7 +160,6 @@ extension MemberServices {
         }
         router.unaryFuture(EtcdAuth.authDisable) { _, context in
             self.authWrite(context, auth: auth, .disable) { header in
-                auth.tokens.removeAll()
                 var answer = Etcdserverpb_AuthDisableResponse()
                 answer.header = header
                 return answer
@@ -185,19 +184,52 @@ extension MemberServices {
     static let noPasswordUser = RPCStatus(
         .unknown, "auth: authentication failed, password was given for no password user")
 
+    /// Password checks of one Authenticate at most: a retry follows only an
+    /// auth change that landed between the check and the login's apply.
+    static let authenticateAttemptsMax = 3
+
     /// etcd's Authenticate: auth must be on; an unknown user and a wrong
     /// password fail alike ("authentication failed"), and an unknown user
     /// costs a KDF run too, so timing does not reveal which names exist.
-    /// A no-password user is refused before any KDF, as etcd does.
-    private func authenticate(name: String, password: String, auth: MemberAuth, on eventLoop: any EventLoop)
-        -> EventLoopFuture<Etcdserverpb_AuthenticateResponse>
+    /// A no-password user is refused before any KDF, as etcd does. The
+    /// login then goes through Raft with the token this member chose
+    /// (`AuthOperation.authenticate`), so every member accepts the token;
+    /// if the auth store changed since the password was checked, the check
+    /// runs again, as etcd's loop does.
+    private func authenticate(
+        name: String, password: String, auth: MemberAuth, on eventLoop: any EventLoop,
+        attempt: Int = 1
+    ) -> EventLoopFuture<Etcdserverpb_AuthenticateResponse> {
+        self.checkPassword(name: name, password: password, auth: auth, on: eventLoop).flatMap {
+            checkedRevision in
+            let token = auth.tokens.newToken()
+            let login = AuthOperation.authenticate(user: name, token: token, checkedRevision: checkedRevision)
+            return self.member.propose(.auth(login)).flatMapThrowing { result in
+                if case .failed(let error) = result.response { throw error }
+                var answer = Etcdserverpb_AuthenticateResponse()
+                answer.header = self.header(revision: result.revision)
+                answer.token = token
+                return answer
+            }
+        }.flatMapError { error in
+            guard error as? CairnError == .authOldRevision, attempt < Self.authenticateAttemptsMax else {
+                return eventLoop.makeFailedFuture(Self.status(for: error))
+            }
+            return self.authenticate(
+                name: name, password: password, auth: auth, on: eventLoop, attempt: attempt + 1)
+        }
+    }
+
+    /// Checks `password` against the applied store (after a linearizable
+    /// read, as etcd); the auth revision it was checked at.
+    private func checkPassword(name: String, password: String, auth: MemberAuth, on eventLoop: any EventLoop)
+        -> EventLoopFuture<UInt64>
     {
-        // etcd waits for a linearizable read before checking the password.
-        self.member.linearizableRead { stateMachine -> (hash: [UInt8]?, revision: Int64) in
+        self.member.linearizableRead { stateMachine -> (hash: [UInt8]?, authRevision: UInt64) in
             guard stateMachine.auth.isEnabled else { throw CairnError.authNotEnabled }
             let user = try? stateMachine.auth.user(name)
             if user?.noPassword == true { throw Self.noPasswordUser }
-            return (user?.passwordHash, stateMachine.status.revision)
+            return (user?.passwordHash, stateMachine.auth.revision)
         }.flatMap { found in
             let iterations = auth.configuration.passwordIterations
             return auth.runPasswordHash(on: eventLoop) { () -> Bool in
@@ -208,12 +240,9 @@ extension MemberServices {
                 return PasswordHasher.verify(password, against: hash)
             }.flatMapThrowing { matches in
                 guard matches else { throw CairnError.authFailed }
-                var answer = Etcdserverpb_AuthenticateResponse()
-                answer.header = self.header(revision: found.revision)
-                answer.token = auth.tokens.assign(user: name)
-                return answer
+                return found.authRevision
             }
-        }.flatMapErrorThrowing { error in throw Self.status(for: error) }
+        }
     }
 
     private func registerUsers(_ router: inout RPCServiceRouter, auth: MemberAuth) {
@@ -237,7 +266,6 @@ extension MemberServices {
         }
         router.unaryFuture(EtcdAuth.userDelete) { wire, context in
             self.authWrite(context, auth: auth, .userDelete(name: wire.name)) { header in
-                auth.tokens.invalidate(user: wire.name)
                 var answer = Etcdserverpb_AuthUserDeleteResponse()
                 answer.header = header
                 return answer
@@ -251,7 +279,6 @@ extension MemberServices {
                 }
             }
             return self.authWrite(context, auth: auth, prepare) { header in
-                auth.tokens.invalidate(user: wire.name)
                 var answer = Etcdserverpb_AuthUserChangePasswordResponse()
                 answer.header = header
                 return answer

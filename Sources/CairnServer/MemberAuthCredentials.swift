@@ -109,15 +109,15 @@ public enum PasswordHasher {
     }
 }
 
-/// etcd's simple tokens: random strings a member hands out on
-/// Authenticate and maps back to the user, each living `tokenTTLSeconds`
-/// after its last use. Local to the member that issued them (etcd
-/// replicates them through Raft; a client that presents one to another
-/// member gets "invalid auth token" and re-authenticates, as etcd's client
-/// does after a token expires).
+/// etcd's simple tokens: random strings mapped back to their user, each
+/// living `tokenTTLSeconds` after its last use on this member. As in etcd,
+/// a login is replicated: the member serving Authenticate picks the token
+/// (`newToken`) and proposes it, and every member registers it when it
+/// applies the login (`register`), so the token works on all members; each
+/// member keeps its own time-to-live clock, as etcd's do.
 ///
 /// Properties:
-/// 1. At most `tokensMax` tokens are held; `assign` at the bound first
+/// 1. At most `tokensMax` tokens are held; `register` at the bound first
 ///    drops expired tokens, then the one closest to expiry.
 /// 2. A token resolves only before its expiry; resolving it restarts its TTL.
 final class SimpleTokens: Sendable {
@@ -146,19 +146,28 @@ final class SimpleTokens: Sendable {
         self.tokensMax = tokensMax
     }
 
-    /// A new token for `user`.
-    func assign(user: String, now: NIODeadline = .now()) -> String {
+    /// A fresh token string, not yet valid: it becomes valid on every
+    /// member once the login that carries it is applied (`register`).
+    func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
         let letters = (0..<Self.randomLettersCount).map { _ in
             Self.randomLetters.randomElement(using: &generator)!
         }
         let prefix = String(decoding: letters, as: UTF8.self)
-        return self.state.withLockedValue { state in
-            if state.tokens.count >= self.tokensMax { Self.evict(&state, now: now) }
-            let token = "\(prefix).\(state.nextIndex)"
-            state.nextIndex += 1
+        let index = self.state.withLockedValue { state in
+            defer { state.nextIndex += 1 }
+            return state.nextIndex
+        }
+        return "\(prefix).\(index)"
+    }
+
+    /// Makes `token` resolve to `user` for `ttl` from `now` (a login applied).
+    func register(token: String, user: String, now: NIODeadline = .now()) {
+        self.state.withLockedValue { state in
+            if state.tokens[token] == nil && state.tokens.count >= self.tokensMax {
+                Self.evict(&state, now: now)
+            }
             state.tokens[token] = Entry(user: user, expiry: now + self.ttl)
-            return token
         }
     }
 
@@ -214,11 +223,34 @@ public final class MemberAuth: Sendable {
     private let passwordHashesInFlight = NIOLockedValueBox(0)
     /// Whether the member applied, once, every entry it knew committed.
     private let caughtUp = NIOLockedValueBox(false)
+    /// Members whose applied logins this shell's tokens already follow.
+    private let followed = NIOLockedValueBox<Set<ObjectIdentifier>>([])
 
     public init(configuration: MemberAuthConfiguration = MemberAuthConfiguration()) {
         self.configuration = configuration
         self.tokens = SimpleTokens(
             ttlSeconds: configuration.tokenTTLSeconds, tokensMax: configuration.tokensMax)
+    }
+
+    /// Keeps `tokens` in step with the logins and revocations `member`
+    /// applies (every member's, not only the one that served the call).
+    /// Idempotent per member.
+    func follow(_ member: Member) {
+        let isNew = self.followed.withLockedValue { $0.insert(ObjectIdentifier(member)).inserted }
+        guard isNew else { return }
+        let tokens = self.tokens
+        member.appliedEffectObservers.withLockedValue { observers in
+            observers.append { effects in
+                for effect in effects {
+                    switch effect {
+                    case .tokenAssigned(let token, let user): tokens.register(token: token, user: user)
+                    case .tokensRevoked(let user?): tokens.invalidate(user: user)
+                    case .tokensRevoked(nil): tokens.removeAll()
+                    case .compacted, .leaseGranted, .leaseRevoked: break
+                    }
+                }
+            }
+        }
     }
 
     /// Runs a password KDF on the shared thread pool, off every event loop,

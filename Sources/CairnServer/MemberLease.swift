@@ -31,11 +31,24 @@ extension Member {
         }
     }
 
-    /// A client of `leader`'s first client URL, kept while it stays leader.
+    /// A client of `leader`'s first client URL, kept while it stays leader:
+    /// over TLS (`clientForwardingTLS`) when the URL is `https://`; nil
+    /// when it is and this member has no client TLS.
     func leaderClient(_ leader: MemberID) -> RPCClient? {
         if let cached = self.forwardingClient, cached.member == leader { return cached.client }
-        guard let url = self.replica.members.first(where: { $0.id == leader })?.clientURLs.first,
-            let client = try? RPCClient(endpoints: [url], group: self.loopGroup)
+        guard let url = self.replica.members.first(where: { $0.id == leader })?.clientURLs.first else {
+            return nil
+        }
+        var configuration = RPCClientConfiguration()
+        if url.lowercased().hasPrefix("https://") {
+            guard let tls = self.configuration.clientForwardingTLS else {
+                self.logLine("cannot forward to the leader's \(url): no client TLS (--cert-file, --key-file)")
+                return nil
+            }
+            configuration.tls = tls
+        }
+        guard
+            let client = try? RPCClient(endpoints: [url], configuration: configuration, group: self.loopGroup)
         else { return nil }
         let previous = self.forwardingClient
         self.forwardingClient = (leader, client)

@@ -94,6 +94,7 @@ extension Member {
     /// Sends one encoded batch per peer; snapshots go on their own stream.
     func send(_ messages: [Message]) {
         guard !messages.isEmpty, let transport = self.transport else { return }
+        self.heartbeatsSent(messages)
         var batches: [NodeID: [Message]] = [:]
         for message in messages {
             if message.kind == .snapshot, var snapshot = message.snapshot {
@@ -128,6 +129,7 @@ extension Member {
                         )
                         continue
                     }
+                    if message.kind == .heartbeatResponse { self.heartbeatAnswered(by: from) }
                     self.replica.receive(message)
                 }
             } catch {

@@ -46,6 +46,7 @@ extension Member {
         } catch ReplicaError.notLeader(leader: nil), ReplicaError.raft(.notLeader(leader: noNode)) {
             self.parkedRequests.append(parked)
         } catch {
+            self.configuration.metrics.proposalsFailed.increment()
             parked.promise.fail(Self.cairnError(error))
         }
     }
@@ -135,6 +136,7 @@ extension Member {
         let markers = self.snapshotMarkers
         self.snapshotMarkers.removeAll()
         let entryCount = persist.entries.count
+        let metrics = self.configuration.metrics
         self.ioPool.runIfActive(eventLoop: self.eventLoop) { () throws -> [String] in
             var records: [WALRecord] = []
             if let snapshot = persist.snapshot {
@@ -148,7 +150,11 @@ extension Member {
             }
             records += persist.entries.map { .entry(MemberRecovery.walEntry($0)) }
             if !records.isEmpty { _ = try storage.log.append(records) }
-            if persist.mustSync || persist.snapshot != nil || !markers.isEmpty { _ = try storage.log.sync() }
+            if persist.mustSync || persist.snapshot != nil || !markers.isEmpty {
+                let started = NIODeadline.now()
+                _ = try storage.log.sync()
+                metrics.walFsyncSeconds.record(Self.seconds(NIODeadline.now() - started))
+            }
             guard persist.snapshot != nil || !markers.isEmpty,
                 let oldest = try storage.snapshots.oldestRetainedIndex()
             else { return [] }
@@ -182,9 +188,14 @@ extension Member {
             self.watchHub.applied(events: result.events, revision: result.revision)
         }
         if effects.restoredSnapshotIndex != nil || !effects.applied.isEmpty { self.updatePeers() }
+        let applied = effects.applied.flatMap(\.effects)
+        if !applied.isEmpty {
+            for observer in self.appliedEffectObservers.withLockedValue({ $0 }) { observer(applied) }
+        }
         for response in effects.responses {
             guard let pending = self.pendingRequests.removeValue(forKey: response.requestID) else { continue }
             if case .failed(let error) = response.outcome {
+                if Self.isProposalFailure(error) { self.configuration.metrics.proposalsFailed.increment() }
                 pending.promise.fail(Self.cairnError(error))
             } else {
                 pending.promise.succeed(response.outcome)
@@ -206,6 +217,7 @@ extension Member {
         let term = self.replica.term
         if self.termBox.withLockedValue({ $0 }) != term { self.termBox.withLockedValue { $0 = term } }
         if !self.attributesPublished { self.publishAttributesIfNeeded() }
+        self.updateMetrics(softState: effects.softState)
         if let soft = effects.softState {
             self.logLine(
                 "raft: \(soft.role) in term \(self.replica.term), leader \(self.replica.leader.map { "\($0)" } ?? "none")"
@@ -288,6 +300,7 @@ extension Member {
         for waiter in defragments { waiter.promise.fail(error) }
         let parked = self.parkedRequests
         self.parkedRequests.removeAll()
+        self.configuration.metrics.proposalsFailed.increment(by: Int64(parked.count + requests.count))
         for request in parked { request.promise.fail(error) }
         self.pendingRequests.removeAll()
         self.pendingReads.removeAll()
@@ -364,12 +377,14 @@ extension Member {
         let now = NIODeadline.now()
         for (id, pending) in self.pendingRequests where pending.deadline <= now {
             self.pendingRequests.removeValue(forKey: id)
+            self.configuration.metrics.proposalsFailed.increment()
             pending.promise.fail(
                 self.replica.leader == nil ? CairnError.timeoutDueToLeaderFail : CairnError.timeout)
         }
         let parked = self.parkedRequests
         self.parkedRequests = parked.filter { $0.deadline > now }
         for request in parked where request.deadline <= now {
+            self.configuration.metrics.proposalsFailed.increment()
             request.promise.fail(CairnError.timeoutDueToLeaderFail)
         }
         for (id, pending) in self.pendingReads where pending.deadline <= now {

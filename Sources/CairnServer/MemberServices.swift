@@ -21,6 +21,7 @@ public struct MemberServices: Sendable {
     public init(member: Member, auth: MemberAuth = MemberAuth()) {
         self.member = member
         self.auth = auth
+        auth.follow(member)
     }
 
     /// The ONE mapping from anything a member fails with to a gRPC status:

@@ -40,6 +40,12 @@ public struct ApplyResult: Hashable, Sendable {
         case leaseGranted(LeaseID)
         /// A lease is gone (revoked or expired): end its keep-alive streams.
         case leaseRevoked(LeaseID)
+        /// A login applied: every member's shell maps `token` to `user`
+        /// from now on, its time-to-live kept locally (etcd's simple tokens).
+        case tokenAssigned(token: String, user: String)
+        /// The tokens of `user` (of every user when nil) are void: the user
+        /// was deleted or its password changed, or auth was disabled.
+        case tokensRevoked(user: String?)
     }
 
     public var index: UInt64

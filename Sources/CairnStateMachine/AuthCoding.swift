@@ -45,6 +45,11 @@ extension ByteWriter {
             string(role)
             self.key(key)
             self.key(rangeEnd)
+        case .authenticate(let user, let token, let checkedRevision):
+            byte(12)
+            string(user)
+            string(token)
+            unsigned(checkedRevision)
         }
     }
 
@@ -98,6 +103,8 @@ extension ByteReader {
         case 9: return .roleDelete(name: try string())
         case 10: return .roleGrantPermission(role: try string(), permission: try authPermission())
         case 11: return .roleRevokePermission(role: try string(), key: try key(), rangeEnd: try key())
+        case 12:
+            return .authenticate(user: try string(), token: try string(), checkedRevision: try unsigned())
         case let other: throw .unknownTag(other)
         }
     }

@@ -83,8 +83,26 @@ public struct AuthStore: Hashable, Sendable {
             try grantPermission(role: role, permission: permission)
         case .roleRevokePermission(let role, let key, let rangeEnd):
             try revokePermission(role: role, key: key, rangeEnd: rangeEnd)
+        case .authenticate(let user, let token, let checkedRevision):
+            try checkLogin(user: user, token: token, checkedRevision: checkedRevision)
         }
         return revision
+    }
+
+    /// Longest simple token accepted in an `authenticate` operation, in bytes.
+    public static let tokenBytesMax = 256
+
+    // MARK: logins
+
+    /// etcd's apply of Authenticate: the login stands only if auth is
+    /// still on, the user still exists with a password, and nothing changed
+    /// since the proposer checked the password (else `authOldRevision`, and
+    /// the proposer checks again, as etcd retries). Changes nothing.
+    private func checkLogin(user name: String, token: String, checkedRevision: UInt64) throws(CairnError) {
+        guard isEnabled else { throw .authNotEnabled }
+        guard let user = users[name], !user.noPassword else { throw .authFailed }
+        guard !token.isEmpty, token.utf8.count <= Self.tokenBytesMax else { throw .invalidAuthToken }
+        guard checkedRevision == revision else { throw .authOldRevision }
     }
 
     // MARK: enable and disable

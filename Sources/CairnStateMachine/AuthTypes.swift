@@ -111,6 +111,12 @@ public enum AuthOperation: Hashable, Sendable {
     case roleDelete(name: String)
     case roleGrantPermission(role: String, permission: AuthPermission)
     case roleRevokePermission(role: String, key: Key, rangeEnd: Key)
+    /// A login (etcd's `InternalAuthenticateRequest`): the proposing member
+    /// checked the password against the store at auth revision
+    /// `checkedRevision` and chose `token`; every member that applies it
+    /// maps the token to `user` (`ApplyResult.Effect.tokenAssigned`), so a
+    /// token from one member works on all. The password is never logged.
+    case authenticate(user: String, token: String, checkedRevision: UInt64)
 }
 
 /// The answer to AuthStatus.

@@ -131,6 +131,17 @@ public struct StateMachine: Sendable {
             result.response = .noOp
         case .auth(let operation):
             result.response = .auth(revision: try auth.apply(operation))
+            result.effects = Self.tokenEffects(of: operation)
+        }
+    }
+
+    /// What an applied auth operation means for the members' simple tokens.
+    static func tokenEffects(of operation: AuthOperation) -> [ApplyResult.Effect] {
+        switch operation {
+        case .authenticate(let user, let token, _): [.tokenAssigned(token: token, user: user)]
+        case .userDelete(let name), .userChangePassword(let name, _): [.tokensRevoked(user: name)]
+        case .disable: [.tokensRevoked(user: nil)]
+        default: []
         }
     }
 

@@ -42,6 +42,13 @@ public final class TLSContext: @unchecked Sendable {
         alpnPreferences?.release()
     }
 
+    /// Who our own (leaf) certificate names, or nil without one: lets an
+    /// operator's log show which certificate a (re)loaded context serves.
+    public var certificateIdentity: TLSPeerIdentity? {
+        guard let certificate = SSL_CTX_get0_certificate(pointer) else { return nil }
+        return TLSPeerIdentity(certificate: certificate)
+    }
+
     /// Protocol floor, ciphers and options that hold for every connection.
     private static func applyPolicy(
         _ context: OpaquePointer,

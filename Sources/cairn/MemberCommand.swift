@@ -1,4 +1,5 @@
 import ArgumentParser
+import CairnMetrics
 import CairnRPC
 import CairnServer
 import NIOConcurrencyHelpers
@@ -53,6 +54,9 @@ struct MemberCommand: AsyncParsableCommand {
     @Option(help: "Event loop threads for client connections (default: one per core).")
     var threads = System.coreCount
 
+    @Option(help: "Comma-separated http URLs to serve /metrics, /health, /livez and /readyz on.")
+    var listenMetricsUrls = ""
+
     @OptionGroup var tls: TLSOptions
 
     @OptionGroup var auth: AuthOptions
@@ -67,6 +71,7 @@ struct MemberCommand: AsyncParsableCommand {
         guard self.maxTxnOps > 0 else { throw ValidationError("--max-txn-ops must be positive") }
         guard self.quotaBackendBytes >= 0 else { throw ValidationError("--quota-backend-bytes must be >= 0") }
         _ = try Self.parse(urls: self.listenClientUrls)
+        try MetricsListeners.validate(self.listenMetricsUrls)
         do {
             _ = try AutoCompaction.parse(
                 mode: self.autoCompactionMode, retention: self.autoCompactionRetention)
@@ -134,21 +139,36 @@ struct MemberCommand: AsyncParsableCommand {
         try self.tls.validate(
             peerURLs: memberConfiguration.cluster.listenPeerURLs.map(\.description)
                 + memberConfiguration.cluster.advertisedPeerURLs)
-        memberConfiguration.peerChannelInitializer = try self.tls.peerTransportInitializer()
+        let tlsContexts = try self.tls.contexts(clientURLs: self.listenClientUrls)
+        onReloadSignal { tlsContexts.reload { logLine($0) } }
+        memberConfiguration.peerChannelInitializer = TLSOptions.peerTransportInitializer(tlsContexts)
+        memberConfiguration.clientForwardingTLS = tlsContexts.forwarding
         let member = try Member(configuration: memberConfiguration) { line in logLine(line) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        // Before the peers, so /readyz answers (not ready) during start-up too.
+        let dataDirectory = memberConfiguration.dataDirectory
+        let metrics = memberConfiguration.metrics
+        let metricsServers = try await MetricsListeners.start(
+            self.listenMetricsUrls,
+            responder: MetricsResponder(
+                registry: metrics.registry, checks: member.healthChecks(),
+                collect: { metrics.refreshDatabaseSize(dataDirectory: dataDirectory) }),
+            group: group, log: { logLine($0) })
         // Peers first, then clients once this member is published (as etcd).
         try await member.startPeers(group: group)
         await member.waitUntilReady()
         var rpcConfiguration = RPCServerConfiguration()
+        let handled = GRPCServerMetrics(
+            registry: memberConfiguration.metrics.registry, methods: GRPCServerMetrics.etcdMethods)
+        rpcConfiguration.callFinished = { path, code in handled.handled(path: path, code: code.rawValue) }
         // etcd lets gRPC accept 512 KiB of overhead over --max-request-bytes.
         rpcConfiguration.requestBytesMax = self.maxRequestBytes + 524_288
         let authConfiguration = self.auth.configuration(clientCertAuth: self.tls.clientCertAuth)
         let services = MemberServices(member: member, auth: MemberAuth(configuration: authConfiguration))
         let router = services.router()
         var servers: [RPCServer] = []
-        let configurations = try self.tls.serverConfigurations(
-            base: rpcConfiguration, clientURLs: self.listenClientUrls)
+        let configurations = self.tls.serverConfigurations(
+            base: rpcConfiguration, clientURLs: self.listenClientUrls, tls: tlsContexts.client)
         for ((host, port), configuration) in zip(listen, configurations) {
             let server = try await RPCServer.start(
                 host: host, port: port, router: router, configuration: configuration, group: group)
@@ -174,6 +194,7 @@ struct MemberCommand: AsyncParsableCommand {
         await member.handOverLeadership()
         await Self.drain(servers, member: member)
         await member.shutdown()
+        for server in metricsServers { await server.shutdown() }
         try await group.shutdownGracefully()
         logLine("stopped")
     }
@@ -181,8 +202,9 @@ struct MemberCommand: AsyncParsableCommand {
 
 /// Writes one log line to standard error unbuffered, so a `kill -9` never
 /// loses what was logged before it.
-func logLine(_ line: String) {
-    let bytes = Array("cairn member: \(line)\n".utf8)
+/// `component` names the process kind (`member`, `gateway`).
+func logLine(_ line: String, component: String = "member") {
+    let bytes = Array("cairn \(component): \(line)\n".utf8)
     bytes.withUnsafeBytes { buffer in
         var offset = 0
         while offset < buffer.count {

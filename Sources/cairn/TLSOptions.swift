@@ -6,8 +6,10 @@ import NIOCore
 
 /// etcd's transport security flags, with etcd's names and error texts. The
 /// client flags secure `https://` client URLs (`serverConfigurations`); the
-/// peer flags secure peer connections (`peerTransportInitializer()` is the
+/// peer flags secure peer connections (`peerTransportInitializer(_:)` is the
 /// peer transport's channel initializer: client or server TLS per side).
+/// `contexts(clientURLs:)` builds every context once; SIGHUP reloads them
+/// (`MemberTLSContexts.reload`).
 ///
 /// Properties:
 /// 1. Every TLS setting is checked in `validate()` (versions, cipher names)
@@ -89,14 +91,44 @@ struct TLSOptions: ParsableArguments {
         return names.joined(separator: ":")
     }
 
+    // MARK: contexts
+
+    /// Every TLS context the member needs, built once (each reads and checks
+    /// its files now, so a broken certificate fails at startup): the client
+    /// URLs' server context and the context for calls to other members'
+    /// client URLs when one of `clientURLs` is `https://` (members of one
+    /// cluster share the scheme), and the peer server and client contexts
+    /// when a peer certificate is given.
+    func contexts(clientURLs: String) throws -> MemberTLSContexts {
+        let client = try self.clientTLS(clientURLs: clientURLs)
+        return MemberTLSContexts(
+            client: client, peerServer: try self.peerServerTLS(), peerClient: try self.peerClientTLS(),
+            forwarding: client == nil ? nil : try self.forwardingClientTLS())
+    }
+
+    /// TLS for this member's calls to other members' `https://` client URLs
+    /// (a follower forwards lease keep-alives and membership changes to its
+    /// leader): `--cert-file` as the client certificate, the other member's
+    /// certificate checked against `--trusted-ca-file` and the URL's host.
+    /// nil without a client certificate.
+    func forwardingClientTLS() throws -> RPCTLS? {
+        guard self.certFile != nil || self.keyFile != nil else { return nil }
+        let configuration = TLSConfiguration(
+            certificateChainFile: self.certFile, privateKeyFile: self.keyFile,
+            trustedCAFile: self.trustedCaFile, minimumVersion: try self.minimumVersion(),
+            cipherList: try self.cipherList())
+        return try Self.rpcTLS(configuration, role: .client) { peer, reason in
+            logLine(
+                "TLS handshake with the leader's client URL \(peer.map { "\($0)" } ?? "") failed: \(reason)")
+        }
+    }
+
     // MARK: client URLs
 
-    /// The RPC server configuration of each of `clientURLs` (comma-separated),
-    /// in order: `base`, plus TLS for the `https://` ones. The TLS context is
-    /// built once and shared, so a broken certificate fails here, at startup.
-    func serverConfigurations(base: RPCServerConfiguration, clientURLs: String) throws
-        -> [RPCServerConfiguration]
-    {
+    /// The client URLs' server TLS, or nil when every one of `clientURLs`
+    /// (comma-separated) is plaintext; refuses `https://` URLs without a
+    /// certificate, with etcd's text.
+    func clientTLS(clientURLs: String) throws -> RPCTLS? {
         let urls = clientURLs.split(separator: ",").map(String.init)
         let secure = urls.filter(Self.isSecure)
         if let first = secure.first, self.certFile == nil && self.keyFile == nil {
@@ -107,8 +139,16 @@ struct TLSOptions: ParsableArguments {
         if secure.isEmpty && (self.certFile != nil || self.keyFile != nil || self.clientCertAuth) {
             logLine("client URLs are all http://: ignoring --cert-file, --key-file and --client-cert-auth")
         }
-        let tls = secure.isEmpty ? nil : try self.clientServerTLS()
-        return urls.map { url in
+        return secure.isEmpty ? nil : try self.clientServerTLS()
+    }
+
+    /// The RPC server configuration of each of `clientURLs` (comma-separated),
+    /// in order: `base`, plus `tls` (from `clientTLS(clientURLs:)`, shared by
+    /// every server so one reload rotates them all) for the `https://` ones.
+    func serverConfigurations(base: RPCServerConfiguration, clientURLs: String, tls: RPCTLS?)
+        -> [RPCServerConfiguration]
+    {
+        clientURLs.split(separator: ",").map(String.init).map { url in
             var configuration = base
             configuration.tls = Self.isSecure(url) ? tls : nil
             return configuration
@@ -143,11 +183,12 @@ struct TLSOptions: ParsableArguments {
     /// checking the dialled member's certificate against the host of its peer
     /// URL (`dialledHost`), or as a server when the channel was accepted
     /// (`dialledHost == nil`). `nil` when no peer certificate is configured
-    /// (plaintext peers). The contexts are built once, here.
-    func peerChannelInitializer() throws -> (
+    /// (plaintext peers). Each channel takes the contexts' current
+    /// certificate, so a reload applies to peer connections made after it.
+    static func peerChannelInitializer(_ contexts: MemberTLSContexts) -> (
         @Sendable (_ channel: any Channel, _ dialledHost: String?) throws -> Void
     )? {
-        guard let server = try self.peerServerTLS(), let client = try self.peerClientTLS() else { return nil }
+        guard let server = contexts.peerServer, let client = contexts.peerClient else { return nil }
         return { channel, dialledHost in
             let pipeline = channel.pipeline.syncOperations
             if let dialledHost {
@@ -158,11 +199,11 @@ struct TLSOptions: ParsableArguments {
         }
     }
 
-    /// `peerChannelInitializer()` in the peer transport's shape, for
+    /// `peerChannelInitializer(_:)` in the peer transport's shape, for
     /// `MemberConfiguration.peerChannelInitializer`: a dialled channel
     /// verifies the member's certificate against the host of its peer URL.
-    func peerTransportInitializer() throws -> PeerChannelInitializer? {
-        guard let install = try self.peerChannelInitializer() else { return nil }
+    static func peerTransportInitializer(_ contexts: MemberTLSContexts) -> PeerChannelInitializer? {
+        guard let install = Self.peerChannelInitializer(contexts) else { return nil }
         return { channel, side in
             switch side {
             case .dialling(_, let url): try install(channel, url.host)

@@ -263,7 +263,7 @@ import Testing
     }
 
     /// Auth changes are replicated: made through one member, they hold on
-    /// every member; each member logs users in itself (tokens are local).
+    /// every member (logins too: `ClusterAuthTests`).
     @Test func authIsReplicatedToEveryMember() throws {
         let cluster = try ClusterProcess(size: 3, extraArguments: Self.arguments)
         _ = try cluster.waitForLeader()

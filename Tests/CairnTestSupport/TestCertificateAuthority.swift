@@ -4,6 +4,11 @@ import Foundation
 public struct CertificatePair: Sendable, Hashable {
     public var certificateFile: String
     public var keyFile: String
+
+    public init(certificateFile: String, keyFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
 }
 
 /// A test CA in a fresh temporary directory, minted by the repository's own
@@ -29,9 +34,11 @@ public final class TestCertificateAuthority: Sendable {
         try self.mint(["ca", commonName])
     }
 
-    /// A member (server and client) certificate for localhost and 127.0.0.1 plus `sans`.
-    public func member(_ name: String, sans: [String] = []) throws -> CertificatePair {
-        try self.mint(["member", name] + sans.flatMap { ["--san", $0] })
+    /// A member (server and client) certificate for localhost and 127.0.0.1
+    /// (unless `loopback` is false) plus `sans`.
+    public func member(_ name: String, sans: [String] = [], loopback: Bool = true) throws -> CertificatePair {
+        try self.mint(
+            ["member", name] + (loopback ? [] : ["--no-loopback"]) + sans.flatMap { ["--san", $0] })
         return self.pair(name)
     }
 
@@ -47,6 +54,12 @@ public final class TestCertificateAuthority: Sendable {
         return self.pair(name)
     }
 
+    /// A client certificate whose validity ended yesterday.
+    public func expiredClient(_ name: String) throws -> CertificatePair {
+        try self.mint(["client", name], expired: true)
+        return self.pair(name)
+    }
+
     /// Revokes `name`'s certificate and rewrites `revocationListFile`.
     public func revoke(_ name: String) throws {
         try self.mint(["revoke", name])
@@ -57,9 +70,10 @@ public final class TestCertificateAuthority: Sendable {
             certificateFile: "\(self.directory)/\(name).pem", keyFile: "\(self.directory)/\(name).key")
     }
 
-    private func mint(_ arguments: [String]) throws {
+    private func mint(_ arguments: [String], expired: Bool = false) throws {
         let output = try TestProcess.run(
-            "bash", [Self.script, "-d", self.directory, "--days", "2"] + arguments)
+            "bash",
+            [Self.script, "-d", self.directory] + (expired ? ["--expired"] : ["--days", "2"]) + arguments)
         guard output.status == 0 else {
             throw TestFailure("certs/mint.sh \(arguments.joined(separator: " ")) failed: \(output.stderr)")
         }
