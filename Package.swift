@@ -23,6 +23,7 @@ let package = Package(
     products: [
         .executable(name: "cairn-bench", targets: ["cairn-bench"]),
         .executable(name: "cairn", targets: ["cairn"]),
+        .executable(name: "cairnctl", targets: ["cairnctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -139,6 +140,14 @@ let package = Package(
                 "CairnServer", "CairnRPC", "CairnPeer", "CairnTLS", "CairnMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + nio,
+            swiftSettings: strict
+        ),
+        // Operator tools: snapshot status/restore (as etcdutl).
+        .executableTarget(
+            name: "cairnctl",
+            dependencies: [
+                "CairnServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(

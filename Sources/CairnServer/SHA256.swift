@@ -21,21 +21,60 @@ struct SHA256 {
         0xc671_78f2,
     ]
 
+    private var state: [UInt32] = [
+        0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab,
+        0x5be0_cd19,
+    ]
+    /// Bytes not yet hashed: fewer than one 64-byte block between calls.
+    private var pending: [UInt8] = []
+    private var length: UInt64 = 0
+
+    /// A digest fed in pieces (`update`, then `finalize`), so a large
+    /// snapshot file is hashed as it is read rather than held twice.
+    init() {}
+
     /// The digest of `bytes`.
     static func hash(_ bytes: [UInt8]) -> [UInt8] {
-        var state: [UInt32] = [
-            0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab,
-            0x5be0_cd19,
-        ]
-        var message = bytes
-        let bitLength = UInt64(bytes.count) &* 8
-        message.append(0x80)
-        while message.count % 64 != 56 { message.append(0) }
+        var hasher = SHA256()
+        hasher.update(bytes)
+        return hasher.finalize()
+    }
+
+    /// Hashes `bytes` after everything given before.
+    mutating func update(_ bytes: some Collection<UInt8>) {
+        self.length &+= UInt64(bytes.count)
+        self.pending.append(contentsOf: bytes)
+        let whole = self.pending.count - self.pending.count % 64
+        guard whole > 0 else { return }
+        self.processBlocks(self.pending[..<whole])
+        self.pending.removeFirst(whole)
+    }
+
+    /// The digest of everything given to `update`.
+    mutating func finalize() -> [UInt8] {
+        let bitLength = self.length &* 8
+        var tail = self.pending
+        tail.append(0x80)
+        while tail.count % 64 != 56 { tail.append(0) }
         for shift in stride(from: 56, through: 0, by: -8) {
-            message.append(UInt8(truncatingIfNeeded: bitLength >> shift))
+            tail.append(UInt8(truncatingIfNeeded: bitLength >> shift))
         }
+        self.processBlocks(tail[...])
+        self.pending = []
+        var digest: [UInt8] = []
+        digest.reserveCapacity(32)
+        for word in self.state {
+            for shift in stride(from: 24, through: 0, by: -8) {
+                digest.append(UInt8(truncatingIfNeeded: word >> shift))
+            }
+        }
+        return digest
+    }
+
+    /// Compresses whole 64-byte blocks into the state.
+    private mutating func processBlocks(_ message: ArraySlice<UInt8>) {
         var schedule = [UInt32](repeating: 0, count: 64)
-        for blockStart in stride(from: 0, to: message.count, by: 64) {
+        for blockStart in stride(from: message.startIndex, to: message.endIndex, by: 64) {
             for word in 0..<16 {
                 let base = blockStart + word * 4
                 schedule[word] =
@@ -45,23 +84,15 @@ struct SHA256 {
             }
             for word in 16..<64 {
                 let s0 =
-                    rotate(schedule[word - 15], 7) ^ rotate(schedule[word - 15], 18)
+                    Self.rotate(schedule[word - 15], 7) ^ Self.rotate(schedule[word - 15], 18)
                     ^ (schedule[word - 15] >> 3)
                 let s1 =
-                    rotate(schedule[word - 2], 17) ^ rotate(schedule[word - 2], 19)
+                    Self.rotate(schedule[word - 2], 17) ^ Self.rotate(schedule[word - 2], 19)
                     ^ (schedule[word - 2] >> 10)
                 schedule[word] = schedule[word - 16] &+ s0 &+ schedule[word - 7] &+ s1
             }
-            compress(&state, schedule)
+            Self.compress(&self.state, schedule)
         }
-        var digest: [UInt8] = []
-        digest.reserveCapacity(32)
-        for word in state {
-            for shift in stride(from: 24, through: 0, by: -8) {
-                digest.append(UInt8(truncatingIfNeeded: word >> shift))
-            }
-        }
-        return digest
     }
 
     private static func compress(_ state: inout [UInt32], _ schedule: [UInt32]) {
