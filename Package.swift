@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // MARK: pure core
@@ -133,20 +134,38 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: the gateway (a client of the cluster: imports no member module, works in front of etcd)
+        .target(
+            name: "CairnGateway",
+            dependencies: [
+                "CairnAPI", "CairnRPC", "CairnClient", "CairnTLS", "CairnMetrics",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ] + nio,
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CairnGatewayTests",
+            dependencies: ["CairnGateway", "CairnAPI", "CairnRPC", "CairnClient", "CairnTestSupport"] + nio,
+            swiftSettings: strict
+        ),
+
         // MARK: executables
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer", "CairnRPC", "CairnPeer", "CairnTLS", "CairnMetrics",
+                "CairnServer", "CairnRPC", "CairnPeer", "CairnTLS", "CairnGateway", "CairnMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ] + nio,
             swiftSettings: strict
         ),
-        // Operator tools: snapshot status/restore (as etcdutl).
+        // Operator tools: snapshot status/restore (as etcdutl), gateway tenants and status.
         .executableTarget(
             name: "cairnctl",
             dependencies: [
-                "CairnServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "CairnServer", "CairnGateway", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),

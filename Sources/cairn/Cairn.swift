@@ -6,6 +6,6 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "A strongly consistent key-value store speaking etcd's v3 API.",
-        subcommands: [MemberCommand.self]
+        subcommands: [MemberCommand.self, GatewayCommand.self]
     )
 }

@@ -4,15 +4,16 @@ import ArgumentParser
     import Glibc
 #endif
 
-/// `cairnctl`: offline tools for a Cairn operator, as etcd's `etcdutl` (and
+/// `cairnctl`: tools for a Cairn operator, as etcd's `etcdutl` (and
 /// `etcdctl snapshot ...`): inspect a saved snapshot, restore it into a new
-/// data directory and membership.
+/// data directory and membership; check a gateway's tenants file and look
+/// into a running gateway.
 @main
-struct Cairnctl: ParsableCommand {
+struct Cairnctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairnctl",
-        abstract: "Offline tools for Cairn data: snapshot status and restore.",
-        subcommands: [SnapshotCommand.self]
+        abstract: "Tools for Cairn operators: snapshot status and restore, gateway tenants and status.",
+        subcommands: [SnapshotCommand.self, GatewayCommand.self]
     )
 }
 

@@ -98,12 +98,17 @@ final class ClusterProcess: @unchecked Sendable {
 protocol EtcdctlTarget: AnyObject, Sendable {
     /// etcdctl's `--endpoints` value.
     var endpoint: String { get }
+    /// etcdctl's flags to reach the target (endpoints, and TLS where needed),
+    /// for long-running etcdctl processes started by tests.
+    var connectionFlags: [String] { get }
     /// The server logs, shown when a command fails.
     var logs: String { get }
     func etcdctl(_ arguments: [String], input: String?) throws -> TestProcess.Output
 }
 
 extension EtcdctlTarget {
+    var connectionFlags: [String] { ["--endpoints=\(self.endpoint)"] }
+
     func etcdctl(_ arguments: String...) throws -> TestProcess.Output {
         try self.etcdctl(arguments, input: nil)
     }
@@ -138,6 +143,13 @@ extension ClusterProcess: EtcdctlTarget {
 enum Topology: String, CaseIterable, Sendable {
     case oneMember
     case threeMembers
+    /// One member behind a gateway, as tenant alice: every answer must be
+    /// the same as a member's own, keys shown without the tenant's prefix.
+    case gateway
+
+    /// The topologies where cluster-wide calls (compaction) are allowed:
+    /// the gateway refuses them to tenants.
+    static let members: [Topology] = [.oneMember, .threeMembers]
 
     func start(extraArguments: [String] = []) throws -> any EtcdctlTarget {
         switch self {
@@ -146,6 +158,8 @@ enum Topology: String, CaseIterable, Sendable {
             let cluster = try ClusterProcess(size: 3, extraArguments: extraArguments)
             _ = try cluster.waitForLeader()
             return cluster
+        case .gateway:
+            return try GatewayProcess(memberArguments: extraArguments)
         }
     }
 }

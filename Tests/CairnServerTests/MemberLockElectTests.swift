@@ -13,7 +13,7 @@ final class EtcdctlProcess: @unchecked Sendable {
 
     init(_ member: any EtcdctlTarget, _ arguments: [String]) throws {
         self.process = try BackgroundProcess(
-            "etcdctl", ["--endpoints=\(member.endpoint)", "--dial-timeout=5s"] + arguments, name: "etcdctl")
+            "etcdctl", member.connectionFlags + ["--dial-timeout=5s"] + arguments, name: "etcdctl")
     }
 
     var output: String { self.process.log }
