@@ -267,6 +267,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Parses every manifest and unit under deploy/ and checks what must agree.
+        .testTarget(
+            name: "DeployTests",
+            dependencies: ["CairnTestSupport", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CairnClientTests",
             dependencies: ["CairnClient", "CairnAPI", "CairnRPC", "CairnTestSupport"],
