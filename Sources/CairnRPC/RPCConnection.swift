@@ -285,6 +285,10 @@ public final class RPCConnection: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: configuration.streamWindowBytes),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 16_384),
         ]
+        // grpc-go servers (etcd) send a BDP PING with most responses; NIO's
+        // default of 200 control frames per 30 s would make this client
+        // GOAWAY its own server after ~200 calls. The server is trusted.
+        connection.controlFrameRateLimit.maximumCount = Int(Int32.max)
         try pipeline.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection))
         try pipeline.addHandler(
             ClientConnectionHandler(

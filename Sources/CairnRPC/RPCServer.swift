@@ -32,6 +32,11 @@ public struct RPCServerConfiguration: Sendable {
     /// dropped (HTTP/2 "rapid reset" protection), high enough for clients that
     /// cancel many calls legitimately.
     public var streamResetsPer30SecondsMax = 10_000
+    /// PING, SETTINGS and other control frames a client may send per 30 s
+    /// before it is sent GOAWAY (a flood guard). gRPC clients send a BDP
+    /// PING with most data frames they receive (a busy watch: thousands),
+    /// so NIO's default of 200 would cut etcdctl off.
+    public var controlFramesPer30SecondsMax = 1_000_000
     /// TLS in front of HTTP/2 (ALPN h2, client certificates, identities);
     /// `nil` serves plaintext HTTP/2. Must be a server-role `RPCTLS`.
     public var tls: RPCTLS?
@@ -122,6 +127,7 @@ public final class RPCServer: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: configuration.streamWindowBytes),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 16_384),
         ]
+        connection.controlFrameRateLimit.maximumCount = configuration.controlFramesPer30SecondsMax
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.streamResetFrameRateLimit.maximumCount = configuration.streamResetsPer30SecondsMax
         stream.streamErrorRateLimit.maximumCount = configuration.streamResetsPer30SecondsMax

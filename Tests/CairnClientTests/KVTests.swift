@@ -40,6 +40,17 @@ import Testing
 }
 
 @Suite struct KVTests {
+    /// etcd (grpc-go) sends a BDP PING with most responses; the client must
+    /// not count those against a flood limit and drop its own connection.
+    @Test func manyCallsShareOneConnectionToEtcd() async throws {
+        try await EtcdFixture.with { client, _ in
+            for index in 0..<600 {
+                try await client.put(key: "k\(index % 10)", value: "v\(index)")
+            }
+            #expect(try await client.get("k9").kvs.first?.valueString == "v599")
+        }
+    }
+
     @Test func putAndGetWithOptionsAndExactRevisions() async throws {
         try await EtcdFixture.with { client, _ in
             let first = try await client.put(key: "fruit/apple", value: "red")
