@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
@@ -180,8 +181,9 @@ let package = Package(
         .executableTarget(
             name: "cairn-bench",
             dependencies: [
-                "CairnAPI", "CairnRPC", "CairnMVCC", "CairnCore",
+                "CairnAPI", "CairnRPC", "CairnMVCC", "CairnCore", "CairnClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ] + nio,
             swiftSettings: strict
         ),
@@ -278,6 +280,8 @@ let package = Package(
             dependencies: ["CairnClient", "CairnAPI", "CairnRPC", "CairnTestSupport"],
             swiftSettings: strict
         ),
+        // cairn-bench's report arithmetic and layout (no server needed).
+        .testTarget(name: "CairnBenchTests", dependencies: ["cairn-bench"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )
