@@ -15,7 +15,7 @@ import NIOCore
 ///
 /// Limits: the whole snapshot is held in memory while it streams, and its
 /// format is Cairn's (checksummed), not bbolt's, so `etcdctl snapshot
-/// status/restore` cannot read it; `cairn` restores its own snapshots.
+/// status/restore` cannot read it; `cairnctl snapshot status/restore` does.
 final class SnapshotSender: @unchecked Sendable {
     /// Bytes per streamed message (etcd sends 32 KiB chunks).
     static let chunkBytes = 32 * 1024
