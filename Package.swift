@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // MARK: pure core
@@ -93,6 +94,7 @@ let package = Package(
                 "CairnCore", "CairnMVCC", "CairnStateMachine", "CairnStorage", "CairnAPI", "CairnRPC",
                 "CairnRaft", "CairnReplica", "CairnPeer", "COpenSSL", "CairnMetrics",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nio,
             swiftSettings: strict
@@ -159,6 +161,7 @@ let package = Package(
             dependencies: [
                 "CairnServer", "CairnRPC", "CairnPeer", "CairnTLS", "CairnGateway", "CairnMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ] + nio,
             swiftSettings: strict
         ),

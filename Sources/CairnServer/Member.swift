@@ -7,6 +7,7 @@ import CairnRaft
 import CairnReplica
 import CairnStateMachine
 import CairnStorage
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -191,7 +192,8 @@ public final class Member: @unchecked Sendable {
     /// Told, on the executor, every applied entry's effects (the auth shell
     /// registers replicated simple tokens); registered from any thread.
     let appliedEffectObservers = NIOLockedValueBox<[@Sendable ([ApplyResult.Effect]) -> Void]>([])
-    let logLine: @Sendable (String) -> Void
+    /// Where log records go (see `MemberLogSink`).
+    let logSink: MemberLogSink
 
     /// The current Raft term (response headers; any thread).
     public var raftTerm: UInt64 { self.termBox.withLockedValue { $0 } }
@@ -201,13 +203,13 @@ public final class Member: @unchecked Sendable {
 
     /// Opens (or creates) the data directory, recovers or bootstraps the
     /// state and starts the executor. Peers start with `startPeers`.
-    public init(configuration: MemberConfiguration, log: @escaping @Sendable (String) -> Void) throws {
+    public init(configuration: MemberConfiguration, log: @escaping MemberLogSink) throws {
         guard configuration.requestBytesMax <= Self.requestBytesLimit else {
             throw MemberError.requestBytesMaxTooLarge(limit: Self.requestBytesLimit)
         }
         self.configuration = configuration
-        self.logLine = log
-        let opened = try MemberRecovery.open(configuration: configuration, log: log)
+        self.logSink = log
+        let opened = try MemberRecovery.open(configuration: configuration) { line in log(.info, line, [:]) }
         self.memberID = opened.identity.member
         self.clusterID = opened.identity.cluster
         self.storage = StorageHandle(log: opened.wal, snapshots: opened.snapshots)
@@ -263,10 +265,10 @@ public final class Member: @unchecked Sendable {
                 ? self.configuration.quotaBackendBytes : Self.quotaBackendBytesDefault
             guard self.stateMachine.status.approximateSizeBytes > quota else { return false }
             self.logLine(
-                "raising NOSPACE alarm: size \(self.stateMachine.status.approximateSizeBytes) > quota \(quota)"
-            )
+                "raising NOSPACE alarm: size \(self.stateMachine.status.approximateSizeBytes) > quota \(quota)",
+                level: .warning)
             self.alarm(AlarmMember(member: self.memberID, type: .noSpace), raise: true).whenFailure { error in
-                self.logLine("raising NOSPACE alarm failed: \(error)")
+                self.logLine("raising NOSPACE alarm failed: \(error)", level: .error)
             }
             return true
         default:

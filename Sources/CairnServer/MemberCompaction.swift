@@ -101,12 +101,14 @@ extension Member {
                     switch result {
                     case .success(let applied):
                         if case .failed(let error) = applied.response {
-                            self.logLine("auto-compaction at revision \(target) failed: \(error)")
+                            self.logLine(
+                                "auto-compaction at revision \(target) failed: \(error)", level: .warning)
                         } else {
                             self.logLine("auto-compacted at revision \(target)")
                         }
                     case .failure(let error):
-                        self.logLine("auto-compaction at revision \(target) failed: \(error)")
+                        self.logLine(
+                            "auto-compaction at revision \(target) failed: \(error)", level: .warning)
                     }
                 }
             }

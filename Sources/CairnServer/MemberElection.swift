@@ -145,7 +145,8 @@ extension MemberServices {
             return waited.map { _ in () }.flatMapError { error in
                 if cancellation.isCancelled {
                     self.resign(key: key, revision: leaderRevision).whenFailure { failure in
-                        self.member.logLine("resigning a cancelled campaign failed: \(failure)")
+                        self.member.logLine(
+                            "resigning a cancelled campaign failed: \(failure)", level: .warning)
                     }
                 }
                 return loop.makeFailedFuture(Self.status(for: error))

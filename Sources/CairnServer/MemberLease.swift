@@ -42,7 +42,9 @@ extension Member {
         var configuration = RPCClientConfiguration()
         if url.lowercased().hasPrefix("https://") {
             guard let tls = self.configuration.clientForwardingTLS else {
-                self.logLine("cannot forward to the leader's \(url): no client TLS (--cert-file, --key-file)")
+                self.logLine(
+                    "cannot forward to the leader's \(url): no client TLS (--cert-file, --key-file)",
+                    level: .warning)
                 return nil
             }
             configuration.tls = tls

@@ -95,7 +95,8 @@ extension MemberServices {
             }.flatMapError { error in
                 // etcd unlocks (deletes the key) when the wait fails.
                 self.member.propose(.deleteRange(DeleteRangeRequest(key: key))).whenFailure { failure in
-                    self.member.logLine("unlocking after a failed lock wait failed: \(failure)")
+                    self.member.logLine(
+                        "unlocking after a failed lock wait failed: \(failure)", level: .warning)
                 }
                 return loop.makeFailedFuture(Self.status(for: error))
             }

@@ -43,14 +43,14 @@ extension Member {
             snapshotSent: { member, outcome in
                 self.eventLoop.execute {
                     if case .failed(let reason) = outcome {
-                        self.logLine("snapshot to \(MemberID(member)) failed: \(reason)")
+                        self.logLine("snapshot to \(MemberID(member)) failed: \(reason)", level: .warning)
                     }
                     self.replica.reportSnapshot(to: MemberID(member), failed: outcome != .delivered)
                     self.drive()
                 }
             },
             log: { level, line in
-                if level >= .info { self.logLine(line) }
+                self.logLine(line, level: Self.level(of: level))
             })
         let transport = try await PeerTransport.start(
             configuration: configuration, group: group, handlers: handlers)
@@ -125,15 +125,16 @@ extension Member {
                     // A peer speaks only for itself (its hello named it).
                     guard message.from == from, message.to == self.memberID.rawValue else {
                         self.logLine(
-                            "dropped a message from \(MemberID(from)) claiming to be \(MemberID(message.from))"
-                        )
+                            "dropped a message from \(MemberID(from)) claiming to be \(MemberID(message.from))",
+                            level: .warning)
                         continue
                     }
                     if message.kind == .heartbeatResponse { self.heartbeatAnswered(by: from) }
                     self.replica.receive(message)
                 }
             } catch {
-                self.logLine("dropped an undecodable message batch from \(MemberID(from)): \(error)")
+                self.logLine(
+                    "dropped an undecodable message batch from \(MemberID(from)): \(error)", level: .warning)
             }
         }
         self.drive()

@@ -219,9 +219,10 @@ extension Member {
         if !self.attributesPublished { self.publishAttributesIfNeeded() }
         self.updateMetrics(softState: effects.softState)
         if let soft = effects.softState {
+            let leader = self.replica.leader.map { "\($0)" } ?? "none"
             self.logLine(
-                "raft: \(soft.role) in term \(self.replica.term), leader \(self.replica.leader.map { "\($0)" } ?? "none")"
-            )
+                "raft: \(soft.role) in term \(self.replica.term), leader \(leader)",
+                metadata: ["term": "\(self.replica.term)", "leader": "\(leader)", "role": "\(soft.role)"])
         }
         if effects.removed { self.removed() }
     }
@@ -287,7 +288,7 @@ extension Member {
 
     /// A storage failure: nothing more can be promised durable.
     func fail(cause: String) {
-        self.logLine("storage failed, refusing writes: \(cause)")
+        self.logLine("storage failed, refusing writes: \(cause)", level: .error)
         self.phase = .failed(cause)
         self.failPending(MemberError.storageFailed(cause))
     }
@@ -311,7 +312,7 @@ extension Member {
     private func removed() {
         guard !self.removedFromCluster else { return }
         self.removedFromCluster = true
-        self.logLine("the member has been permanently removed from the cluster")
+        self.logLine("the member has been permanently removed from the cluster", level: .warning)
         self.failPending(CairnError.stopped)
     }
 
@@ -366,7 +367,7 @@ extension Member {
                 self.attributesPublished = true
                 self.logLine("published local member to cluster through raft")
             case .failure(let error):
-                self.logLine("publishing member attributes failed: \(error); retrying")
+                self.logLine("publishing member attributes failed: \(error); retrying", level: .warning)
             }
         }
     }

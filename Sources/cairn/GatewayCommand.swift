@@ -58,6 +58,8 @@ struct GatewayCommand: AsyncParsableCommand {
             discussion: "Linearizable reads are then never served from the read cache."))
     var upstreamProgressUnsynced = false
 
+    @OptionGroup var logOptions: LogOptions
+
     func validate() throws {
         _ = try self.listenAddress()
         _ = try self.minimumVersion()
@@ -98,6 +100,7 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        self.logOptions.apply()
         let log: @Sendable (String) -> Void = { logLine($0, component: "gateway") }
         let (host, port) = try self.listenAddress()
         let serverTLS: RPCTLS

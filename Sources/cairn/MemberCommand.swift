@@ -2,6 +2,7 @@ import ArgumentParser
 import CairnMetrics
 import CairnRPC
 import CairnServer
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -63,6 +64,8 @@ struct MemberCommand: AsyncParsableCommand {
 
     @OptionGroup var cluster: ClusterOptions
 
+    @OptionGroup var logOptions: LogOptions
+
     func validate() throws {
         guard self.maxRequestBytes > 0, self.maxRequestBytes <= Member.requestBytesLimit else {
             throw ValidationError("--max-request-bytes must be between 1 and \(Member.requestBytesLimit)")
@@ -120,6 +123,8 @@ struct MemberCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        self.logOptions.apply()
+        StructuredLog.addProcessMetadata(["name": "\(self.name)"])
         let listen = try Self.parse(urls: self.listenClientUrls)
         let advertised = (self.advertiseClientUrls ?? self.listenClientUrls).split(separator: ",").map(
             String.init)
@@ -143,7 +148,13 @@ struct MemberCommand: AsyncParsableCommand {
         onReloadSignal { tlsContexts.reload { logLine($0) } }
         memberConfiguration.peerChannelInitializer = TLSOptions.peerTransportInitializer(tlsContexts)
         memberConfiguration.clientForwardingTLS = tlsContexts.forwarding
-        let member = try Member(configuration: memberConfiguration) { line in logLine(line) }
+        let memberLogger = StructuredLog.logger(component: "member")
+        let member = try Member(configuration: memberConfiguration) { level, line, metadata in
+            memberLogger.log(level: level, "\(line)", metadata: metadata)
+        }
+        StructuredLog.addProcessMetadata([
+            "member-id": "\(member.memberID)", "cluster-id": "\(member.clusterID)",
+        ])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
         // Before the peers, so /readyz answers (not ready) during start-up too.
         let dataDirectory = memberConfiguration.dataDirectory
@@ -200,17 +211,9 @@ struct MemberCommand: AsyncParsableCommand {
     }
 }
 
-/// Writes one log line to standard error unbuffered, so a `kill -9` never
-/// loses what was logged before it.
+/// Logs one record through swift-log (`StructuredLogHandler`: one unbuffered
+/// write per record, so a `kill -9` never loses what was logged before it).
 /// `component` names the process kind (`member`, `gateway`).
-func logLine(_ line: String, component: String = "member") {
-    let bytes = Array("cairn \(component): \(line)\n".utf8)
-    bytes.withUnsafeBytes { buffer in
-        var offset = 0
-        while offset < buffer.count {
-            let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
-            if written <= 0 { return }
-            offset += written
-        }
-    }
+func logLine(_ line: String, component: String = "member", level: Logger.Level = .info) {
+    StructuredLog.logger(component: component).log(level: level, "\(line)")
 }
