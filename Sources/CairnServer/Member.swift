@@ -141,6 +141,9 @@ public final class Member: @unchecked Sendable {
     public let eventLoop: any EventLoop
     let loopGroup: MultiThreadedEventLoopGroup
     let ioPool: NIOThreadPool
+    /// Set when `shutdown()` begins: pollers of the member's state stop
+    /// instead of scheduling work on an event loop about to shut down.
+    let shuttingDown = NIOLockedValueBox(false)
     let storage: StorageHandle
     /// The member core; touched only on `eventLoop`.
     let replica: Replica
@@ -339,8 +342,9 @@ public final class Member: @unchecked Sendable {
     /// member list; etcd serves clients only from then on, so MemberList
     /// never shows a serving member "unstarted".
     public func waitUntilReady() async {
-        while !((try? await self.eventLoop.submit { self.attributesPublished || self.removedFromCluster }
-            .get()) ?? true)
+        while !self.shuttingDown.withLockedValue({ $0 }),
+            !((try? await self.eventLoop.submit { self.attributesPublished || self.removedFromCluster }
+                .get()) ?? true)
         {
             try? await Task.sleep(nanoseconds: 5_000_000)
         }
@@ -349,7 +353,9 @@ public final class Member: @unchecked Sendable {
     /// Returns once the cluster removed this member; etcd then stops the
     /// member's process ("the member has been permanently removed").
     public func waitUntilRemoved() async {
-        while !((try? await self.eventLoop.submit { self.removedFromCluster }.get()) ?? true) {
+        while !self.shuttingDown.withLockedValue({ $0 }),
+            !((try? await self.eventLoop.submit { self.removedFromCluster }.get()) ?? true)
+        {
             try? await Task.sleep(nanoseconds: 50_000_000)
         }
     }
@@ -382,6 +388,7 @@ public final class Member: @unchecked Sendable {
     /// closes the peers, the WAL and the executor. Call after the RPC
     /// server drained.
     public func shutdown() async {
+        self.shuttingDown.withLockedValue { $0 = true }
         while true {
             let done: Bool =
                 (try? await self.eventLoop.submit { () -> Bool in
