@@ -90,13 +90,7 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 
     func minimumVersion() throws -> TLSVersion {
-        switch self.tlsMinVersion {
-        case "TLS1.2": return .tls12
-        case "TLS1.3": return .tls13
-        default:
-            throw ValidationError(
-                "unexpected TLS version \"\(self.tlsMinVersion)\" (must be one of: TLS1.2, TLS1.3)")
-        }
+        try TLSOptions.minimumVersion(self.tlsMinVersion)
     }
 
     func run() async throws {
@@ -106,26 +100,19 @@ struct GatewayCommand: AsyncParsableCommand {
         let serverTLS: RPCTLS
         var upstream = RPCClientConfiguration()
         let endpoints = self.endpoints.split(separator: ",").map(String.init)
-        do {
-            serverTLS = try RPCTLS(
-                configuration: TLSConfiguration(
-                    certificateChainFile: self.certFile, privateKeyFile: self.keyFile,
-                    trustedCAFile: self.trustedCaFile, requireClientCertificate: true,
-                    crlFile: self.clientCrlFile, minimumVersion: try self.minimumVersion()),
-                role: .server,
-                onHandshakeFailure: { peer, reason in
-                    let address = peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
-                    log("rejected client connection from \"\(address)\" (TLS handshake failed: \(reason))")
-                })
-            if endpoints.contains(where: { $0.lowercased().hasPrefix("https://") }) || self.cacert != nil {
-                upstream.tls = try RPCTLS(
-                    configuration: TLSConfiguration(
-                        certificateChainFile: self.cert, privateKeyFile: self.key, trustedCAFile: self.cacert,
-                        minimumVersion: try self.minimumVersion()),
-                    role: .client)
-            }
-        } catch let error as TLSError {
-            throw ValidationError("TLS: \(error.message)")
+        serverTLS = try TLSOptions.serverTLS(
+            TLSConfiguration(
+                certificateChainFile: self.certFile, privateKeyFile: self.keyFile,
+                trustedCAFile: self.trustedCaFile,
+                requireClientCertificate: true, crlFile: self.clientCrlFile,
+                minimumVersion: try self.minimumVersion()),
+            kind: "client", log: log)
+        if endpoints.contains(where: { $0.lowercased().hasPrefix("https://") }) || self.cacert != nil {
+            upstream.tls = try TLSOptions.rpcTLS(
+                TLSConfiguration(
+                    certificateChainFile: self.cert, privateKeyFile: self.key, trustedCAFile: self.cacert,
+                    minimumVersion: try self.minimumVersion()),
+                role: .client)
         }
         var configuration = GatewayConfiguration(
             serverTLS: serverTLS, endpoints: endpoints, tenantsPath: self.tenants)

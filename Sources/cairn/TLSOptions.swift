@@ -68,12 +68,16 @@ struct TLSOptions: ParsableArguments {
 
     /// `--tls-min-version` as a `TLSVersion`.
     func minimumVersion() throws -> TLSVersion {
-        switch self.tlsMinVersion {
+        try Self.minimumVersion(self.tlsMinVersion)
+    }
+
+    /// etcd's `--tls-min-version` values, for members and gateways alike.
+    static func minimumVersion(_ text: String) throws -> TLSVersion {
+        switch text {
         case "TLS1.2": return .tls12
         case "TLS1.3": return .tls13
         default:
-            throw ValidationError(
-                "unexpected TLS version \"\(self.tlsMinVersion)\" (must be one of: TLS1.2, TLS1.3)")
+            throw ValidationError("unexpected TLS version \"\(text)\" (must be one of: TLS1.2, TLS1.3)")
         }
     }
 
@@ -256,7 +260,7 @@ struct TLSOptions: ParsableArguments {
 
     /// A server-role `RPCTLS` whose refused handshakes are logged as etcd
     /// logs them ("rejected connection from …").
-    private static func serverTLS(
+    static func serverTLS(
         _ configuration: TLSConfiguration, kind: String, log: @escaping @Sendable (String) -> Void
     ) throws -> RPCTLS {
         try rpcTLS(configuration, role: .server) { peer, reason in
@@ -267,9 +271,9 @@ struct TLSOptions: ParsableArguments {
 
     /// Builds the context, turning the TLS layer's error (file and OpenSSL
     /// reason) into a startup error.
-    private static func rpcTLS(
+    static func rpcTLS(
         _ configuration: TLSConfiguration, role: TLSRole,
-        log: (@Sendable (SocketAddress?, String) -> Void)?
+        log: (@Sendable (SocketAddress?, String) -> Void)? = nil
     ) throws -> RPCTLS {
         do {
             return try RPCTLS(configuration: configuration, role: role, onHandshakeFailure: log)
