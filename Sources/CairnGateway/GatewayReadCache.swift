@@ -114,10 +114,10 @@ final class GatewayReadCache: Sendable {
     func configure(_ tenants: [Tenant]) {
         self.eventLoop.execute {
             let state = self.state.value
-            let known = Set(state.slots.values.map { "\($0.tenant)\u{0}\($0.prefix.base64EncodedString())" })
+            let known = Set(state.slots.values.map { [Data($0.tenant.utf8), $0.prefix] })
             for tenant in tenants {
                 for (viewPrefix, prefix) in zip(tenant.cachePrefixes, tenant.upstreamCachePrefixes)
-                where !known.contains("\(tenant.name)\u{0}\(prefix.base64EncodedString())") {
+                where !known.contains([Data(tenant.name.utf8), prefix]) {
                     let id = ReadBarrier.CacheID(state.nextCacheID)
                     state.nextCacheID += 1
                     state.slots[id] = Slot(tenant: tenant.name, prefix: prefix, viewPrefix: viewPrefix)

@@ -115,9 +115,4 @@ final class KeepAliveCoalescer: Sendable {
             for lease in state.waiters.keys { self.send(lease, tenant: tenant, state) }
         }
     }
-
-    /// Keep-alives waiting for an answer, per tenant (for inspection).
-    func waiting() -> EventLoopFuture<[String: Int]> {
-        self.eventLoop.submit { self.core.value.tenants.mapValues(\.waiting) }
-    }
 }

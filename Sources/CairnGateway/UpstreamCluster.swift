@@ -51,20 +51,16 @@ public final class UpstreamCluster: Sendable {
     let configuration: RPCClientConfiguration
     let eventLoopGroup: any EventLoopGroup
     let state = NIOLockedValueBox(State())
-    /// Told when the leader changes (metrics, watch re-homing); any thread.
-    let onLeaderChange: (@Sendable (String?) -> Void)?
 
     /// - Parameter endpoints: seed endpoints, `host:port` or URLs; TLS comes
     ///   from `configuration.tls`.
     public init(
-        endpoints: [String], configuration: RPCClientConfiguration, group: any EventLoopGroup,
-        onLeaderChange: (@Sendable (String?) -> Void)? = nil
+        endpoints: [String], configuration: RPCClientConfiguration, group: any EventLoopGroup
     ) throws {
         guard !endpoints.isEmpty else { throw RPCStatus(.invalidArgument, "gateway: no endpoints given") }
         self.seeds = try endpoints.map(Self.endpoint)
         self.configuration = configuration
         self.eventLoopGroup = group
-        self.onLeaderChange = onLeaderChange
         self.state.withLockedValue { state in
             for seed in self.seeds where state.connections[seed] == nil {
                 state.connections[seed] = self.makeConnection(seed)
@@ -128,9 +124,6 @@ public final class UpstreamCluster: Sendable {
 
     /// The endpoint believed to lead, if any.
     public var leaderEndpoint: String? { self.state.withLockedValue { $0.leader } }
-
-    /// Endpoints connected to now, in order.
-    public var endpoints: [String] { self.state.withLockedValue { $0.order } }
 
     // MARK: Refresh
 
@@ -245,12 +238,7 @@ public final class UpstreamCluster: Sendable {
         for leader in reported { votes[leader, default: 0] += 1 }
         let best = votes.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }?.key
         let endpoint = best.flatMap { endpointByMember[$0] }
-        let changed: Bool = self.state.withLockedValue { state in
-            guard state.leader != endpoint else { return false }
-            state.leader = endpoint
-            return true
-        }
-        if changed { self.onLeaderChange?(endpoint) }
+        self.state.withLockedValue { $0.leader = endpoint }
     }
 
     /// The newest response header seen in a refresh: the header of answers
