@@ -45,8 +45,10 @@ public struct MVCCStore: Sendable {
         self.limits = limits
     }
 
-    /// How many keys are live at the current revision.
-    public var liveKeyCount: Int { index.values.reduce(0) { $0 + ($1.isLive ? 1 : 0) } }
+    /// How many keys are live at the current revision, kept up to date by
+    /// every put and delete: Status and the metrics read it on the write
+    /// path, where walking the index would cost O(keys) per request.
+    public internal(set) var liveKeyCount = 0
 
     // MARK: reading
 
@@ -133,6 +135,7 @@ public struct MVCCStore: Sendable {
             sortedKeys.insert(key)
             index[key] = KeyIndex()
         }
+        if previous == nil { liveKeyCount += 1 }
         index[key]!.put(revision)
         values[revision] = keyValue
         write.events.append(Event(kind: .put, keyValue: keyValue, previous: previous))
@@ -153,6 +156,7 @@ public struct MVCCStore: Sendable {
         for previous in deleted {
             let revision = Revision(main: write.revision, sub: Int64(write.events.count))
             index[previous.key]!.tombstone(revision)
+            liveKeyCount -= 1
             let tombstone = KeyValue(
                 key: previous.key, createRevision: 0, modRevision: revision.main, version: 0, value: [])
             let before =

@@ -151,5 +151,6 @@ extension MVCCStore {
         if keyIndex.isEmpty { throw ImportError(reason: "key without revisions") }
         index[exported.key] = keyIndex
         sortedKeys.insert(exported.key)
+        if keyIndex.isLive { liveKeyCount += 1 }
     }
 }

@@ -182,6 +182,7 @@ import Testing
                     default: 0] += 1
             }
             #expect(store.currentRevision == reference.current, "\(context)")
+            #expect(store.liveKeyCount == reference.snapshot(reference.current).count, "\(context)")
         }
         #expect(reference.current > 600, "the sequence must write a lot")
         // The mix must exercise both outcomes of every kind of operation.

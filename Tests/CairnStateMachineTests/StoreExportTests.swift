@@ -22,6 +22,10 @@ import Testing
         let imported = try MVCCStore(importing: store.exportState())
         #expect(imported.exportState() == store.exportState())
         #expect(try imported.hashKeySpace() == store.hashKeySpace())
+        #expect(imported.liveKeyCount == store.liveKeyCount)
+        #expect(
+            Int64(store.liveKeyCount)
+                == (try store.range(RangeRequest(key: Key([0]), rangeEnd: Key([0])))).count)
         let from = max(store.compactedRevision, 1)
         #expect(
             imported.events(in: .all, from: from, through: .max, eventsMax: .max).events
