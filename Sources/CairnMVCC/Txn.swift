@@ -88,6 +88,20 @@ public struct TxnRequest: Hashable, Sendable {
     }
 }
 
+extension TxnRequest {
+    /// Every operation of both branches, nested txns included, is a range
+    /// (etcd's `isTxnReadonly`): the txn can be answered as a read.
+    public var isReadOnly: Bool {
+        (success + failure).allSatisfy { operation in
+            switch operation {
+            case .range: return true
+            case .put, .deleteRange: return false
+            case .txn(let inner): return inner.isReadOnly
+            }
+        }
+    }
+}
+
 /// The answer to a txn.
 public struct TxnResponse: Hashable, Sendable {
     /// The store's revision after the txn; 0 in nested txns, as etcd leaves it.
@@ -119,6 +133,40 @@ extension MVCCStore {
         var response = executeTxn(request, decision, in: &write)
         response.revision = write.readRevision
         return WriteOutcome(response: response, events: commit(write))
+    }
+
+    /// A txn whose branches hold only ranges (`TxnRequest.isReadOnly`),
+    /// answered without a write: etcd serves these as reads (after a
+    /// ReadIndex) instead of proposing them. Same checks and answer as
+    /// `txn`, which would make no revision for it either.
+    public func readOnlyTxn(_ request: TxnRequest) throws(CairnError) -> TxnResponse {
+        precondition(request.isReadOnly, "readOnlyTxn of a txn that writes")
+        try TxnValidation.check(request, operationsMax: limits.txnOperationsMax)
+        let decision = decide(request)
+        try checkChosen(request, decision, puts: false, isLeaseGranted: { _ in false })
+        var response = executeReads(request, decision)
+        response.revision = currentRevision
+        return response
+    }
+
+    private func executeReads(_ request: TxnRequest, _ decision: Decision) -> TxnResponse {
+        var nested = decision.nested.makeIterator()
+        var responses: [ResponseOperation] = []
+        for operation in decision.succeeded ? request.success : request.failure {
+            switch operation {
+            case .range(let range):
+                do {
+                    responses.append(.range(try executeRange(range, current: currentRevision)))
+                } catch {
+                    preconditionFailure("txn range failed after its checks: \(error)")
+                }
+            case .txn(let inner):
+                responses.append(.txn(executeReads(inner, nested.next()!)))
+            case .put, .deleteRange:
+                preconditionFailure("a write in a read-only txn")
+            }
+        }
+        return TxnResponse(revision: 0, succeeded: decision.succeeded, responses: responses)
     }
 
     /// Which branch each txn (outer, then nested in the chosen branches)

@@ -122,6 +122,20 @@ public struct MemberServices: Sendable {
             do { request = try WireConversion.txn(wire) } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
+            if request.isReadOnly {
+                // As etcd: a txn of ranges is a read, after a ReadIndex unless
+                // every range asks for a serializable answer.
+                let credential = self.auth.credential(context)
+                let body: @Sendable (StateMachine) throws -> Etcdserverpb_TxnResponse = { stateMachine in
+                    let identity = try self.auth.identity(credential, stateMachine.auth)
+                    try stateMachine.authorize(identity, txn: request)
+                    let response = try stateMachine.store.readOnlyTxn(request)
+                    return WireConversion.txn(response, header: self.header(revision: response.revision))
+                }
+                let answer =
+                    Self.isSerializable(wire) ? self.member.read(body) : self.member.linearizableRead(body)
+                return answer.flatMapErrorThrowing { error in throw Self.status(for: error) }
+            }
             return self.write(.txn(request), authorizing: context) { response, revision in
                 guard case .txn(let txn) = response else { throw Self.unexpected(response) }
                 return WireConversion.txn(txn, header: self.header(revision: revision))
@@ -134,6 +148,15 @@ public struct MemberServices: Sendable {
                 answer.header = self.header(revision: revision)
                 return answer
             }
+        }
+    }
+
+    /// etcd's `isTxnSerializable`: every operation of both branches is a
+    /// serializable range (a nested txn is not).
+    static func isSerializable(_ wire: Etcdserverpb_TxnRequest) -> Bool {
+        (wire.success + wire.failure).allSatisfy { operation in
+            if case .requestRange(let range) = operation.request { return range.serializable }
+            return false
         }
     }
 

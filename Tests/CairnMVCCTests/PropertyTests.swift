@@ -149,6 +149,16 @@ import Testing
             case 13..<17:
                 var writable = Self.keyPool.shuffledDeterministically(&generator.random)
                 let request = generator.txnRequest(writable: &writable)
+                if request.isReadOnly {
+                    // Answered as a read: the same answer, and nothing written.
+                    var copy = reference
+                    tally[
+                        "read-only txn "
+                            + same(
+                                try store.readOnlyTxn(request),
+                                try copy.txn(request, leases: Self.leases).response, context), default: 0] +=
+                        1
+                }
                 tally[
                     "txn "
                         + same(
@@ -190,6 +200,7 @@ import Testing
             #expect(tally["\(kind) ok", default: 0] >= 10, "\(kind): \(tally)")
             #expect(tally["\(kind) error", default: 0] >= 3, "\(kind): \(tally)")
         }
+        #expect(tally["read-only txn ok", default: 0] >= 5, "\(tally)")
         #expect(tally["delete ok", default: 0] >= 50 && tally["history ok", default: 0] >= 30, "\(tally)")
     }
 

@@ -55,8 +55,14 @@ import Testing
                 try member.run("get", "k", "--prefix", "--print-value-only", "--consistency=s")
                     .split(separator: "\n").count <= 3)
         }
-        // First put on an empty store is revision 2, as in etcd.
+        for member in cluster.members {
+            // A txn of reads is answered as a linearizable read on every member.
+            let txn = try member.etcdctl(["txn"], input: "value(\"k2\") = \"v2\"\n\nget k --prefix\n\n\n")
+            #expect(txn.status == 0 && txn.stdout == "SUCCESS\n\nk0\nv0\nk1\nv1\nk2\nv2\n", "\(txn)")
+        }
+        // First put on an empty store is revision 2, as in etcd; reads make none.
         #expect(try cluster.members[0].run("get", "k0", "-w", "json").contains("\"mod_revision\":2"))
+        #expect(try cluster.members[1].run("get", "k0", "-w", "json").contains("\"revision\":4"))
         try Self.expectEqualHashes(cluster)
     }
 
