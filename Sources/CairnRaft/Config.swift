@@ -81,7 +81,9 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 /// 1. If `snapshot` is set, persist it (and restore the state machine from it) before the
 ///    entries: the entries follow it.
 /// 2. Persist `hardState` and `entries` (durably, when `mustSync`) **before** sending any of
-///    `messages`: a vote or an acknowledgement promises that the state is on disk.
+///    `messages`: a vote or an acknowledgement promises that the state is on disk. A leader
+///    whose term and vote are already durable may send while it persists (Raft thesis
+///    10.2.1): it counts its own log toward a commit only from `advance(_:)` on.
 /// 3. Apply `committedEntries` in order (they may include entries of this same batch, which
 ///    by rule 2 are persisted first); hand membership entries to `applyConfChange`.
 /// 4. Serve reads in `readStates` once the applied index reaches their index.

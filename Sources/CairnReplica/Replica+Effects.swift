@@ -9,7 +9,8 @@ extension Replica {
     ///
     /// Ordering contract (each step only after the previous one):
     /// 1. `persist`: a leader's snapshot, then hard state and entries. Messages, applies
-    ///    and answers of that Raft batch are held back until `persisted()`.
+    ///    and answers of that Raft batch are held back until `persisted()`, except a
+    ///    leader's messages, which come with the persist (`sendsBeforePersist`).
     /// 2. `messages` of a batch whose persistence was confirmed.
     /// 3. `applied`: committed entries of that batch, in order, after a snapshot install.
     /// 4. `responses` for this member's requests and `reads` whose index is applied.
@@ -29,10 +30,14 @@ extension Replica {
                 batches += 1
                 continue
             }
-            guard case .idle = persistState, let ready = raft.ready() else { break }
+            guard case .idle = persistState, var ready = raft.ready() else { break }
             if ready.snapshot == nil && ready.hardState == nil && ready.entries.isEmpty {
                 persistState = .persisted(ready)  // nothing to make durable
                 continue
+            }
+            if sendsBeforePersist(ready) {
+                effects.messages += ready.messages
+                ready.messages = []
             }
             persistState = .awaiting(ready)
             effects.persist = PersistRequest(
@@ -74,6 +79,19 @@ extension Replica {
         } catch {
             // A newer leader snapshot already covers this index: nothing to release.
         }
+    }
+
+    /// Whether a batch's messages may go out while its persist runs: a
+    /// leader's appends may (Raft thesis 10.2.1, as etcd does), because the
+    /// leader counts its own log toward a commit only after `persisted()`
+    /// (`RaftNode.advance`), so the followers' fsyncs overlap the leader's
+    /// instead of following it. Anything else (a vote, an acknowledgement,
+    /// a batch that changes term or vote) still waits for the disk.
+    private func sendsBeforePersist(_ ready: Ready) -> Bool {
+        guard raft.role == .leader, ready.snapshot == nil, !ready.messages.isEmpty else { return false }
+        guard let hardState = ready.hardState else { return true }
+        let durable = storage.hardState
+        return hardState.term == durable.term && hardState.vote == durable.vote
     }
 
     /// Committed entries of a batch that are already in the durable log

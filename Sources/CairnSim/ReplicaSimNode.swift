@@ -177,6 +177,19 @@ public final class ReplicaSimNode: SimulatedNode {
         return hasGathered
     }
 
+    /// Messages gathered so far, which may leave now: `Replica.nextEffects` hands
+    /// out only messages of durable batches and a leader's appends that go with
+    /// their own persist, so they go out while that persist is in flight (and a
+    /// crash may lose the persist after they left).
+    public func takeMessagesToSend() -> [Message] {
+        var messages: [Message] = []
+        for position in segments.indices {
+            messages += segments[position].messages
+            segments[position].messages = []
+        }
+        return messages
+    }
+
     public func finishPersist() -> NodeEffects {
         finishPersistSegments().reduce(into: NodeEffects()) { merged, segment in
             merged.messages += segment.effects.messages

@@ -162,6 +162,7 @@ public final class ReplicaSimulation {
         events[now] = nil
         for id in ids where !down.contains(id) && !persisting.contains(id) {
             guard let node = nodes[id], node.startPersist() else { continue }
+            for message in node.takeMessagesToSend() { send(message) }
             persisting.insert(id)
             let delay = parameters.persistDelayStepsMax == 0 ? 0 : roll(parameters.persistDelayStepsMax + 1)
             if delay == 0 { handle(.persisted(id)) } else { schedule(.persisted(id), after: delay) }

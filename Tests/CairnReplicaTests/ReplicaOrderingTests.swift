@@ -28,6 +28,52 @@ import Testing
         #expect(second.messages.allSatisfy { $0.kind == .vote })
     }
 
+    @Test func aLeaderSendsItsAppendsWhileItPersistsButAppliesOnlyAfter() throws {
+        let cluster = try LocalCluster(ids: [1, 2, 3])
+        cluster.elect(1)
+        let leader = cluster.replica(1)
+        try leader.propose(LocalCluster.put("a", "1"), requestID: 9)
+        let effects = try #require(leader.nextEffects())
+        let persist = try #require(effects.persist)
+        #expect(persist.entries.count == 1 && persist.mustSync)
+        // The appends leave with the persist (thesis 10.2.1), not after it.
+        #expect(effects.messages.filter { $0.kind == .append && !$0.entries.isEmpty }.count == 2)
+        #expect(effects.applied.isEmpty && effects.responses.isEmpty)
+        // The followers persist and acknowledge while the leader's write is still running.
+        for message in effects.messages { cluster.replicas[MemberID(message.to)]!.receive(message) }
+        for id in [UInt64(2), 3] {
+            while let follower = cluster.replica(id).nextEffects() {
+                cluster.record(follower, of: MemberID(id))
+            }
+        }
+        let acknowledgements = cluster.inbox.filter { $0.to == 1 }
+        #expect(acknowledgements.count == 2)
+        for message in acknowledgements { leader.receive(message) }
+        cluster.inbox = []
+        // Nothing is applied or answered on the leader before its own write is durable.
+        #expect(leader.nextEffects().map { $0.applied.isEmpty && $0.responses.isEmpty } ?? true)
+        leader.persisted()
+        var answered = false
+        while let next = leader.nextEffects() {
+            if next.persist != nil { leader.persisted() }
+            answered = answered || next.responses.contains { $0.requestID == 9 }
+        }
+        #expect(answered)
+    }
+
+    @Test func aFollowerAcknowledgesOnlyAfterItsWrite() throws {
+        // Early sends are a leader's alone: a follower's acknowledgement promises its disk.
+        let cluster = try LocalCluster(ids: [1, 2, 3])
+        cluster.elect(1)
+        try cluster.replica(1).propose(LocalCluster.put("b", "2"), requestID: 10)
+        let effects = try #require(cluster.replica(1).nextEffects())
+        cluster.replica(1).persisted()
+        for message in effects.messages where message.to == 2 { cluster.replica(2).receive(message) }
+        let follower = try #require(cluster.replica(2).nextEffects())
+        #expect(follower.persist?.entries.isEmpty == false)
+        #expect(follower.messages.isEmpty)
+    }
+
     @Test func onlyCommittedEntriesAreAppliedAndAnsweredAfterApply() throws {
         let cluster = try LocalCluster(ids: [1, 2, 3])
         cluster.elect(1)
