@@ -64,7 +64,7 @@ let package = Package(
         ),
 
         // MARK: storage (WAL, snapshot files, file-system seam; Glibc, no Foundation)
-        .target(name: "CairnStorage", swiftSettings: strict),
+        .target(name: "CairnStorage", dependencies: ["CairnCore"], swiftSettings: strict),
 
         // MARK: wire schema and RPC
         .target(
@@ -104,6 +104,7 @@ let package = Package(
         .target(
             name: "CairnPeer",
             dependencies: [
+                "CairnCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -215,7 +216,7 @@ let package = Package(
             dependencies: ["CairnStateMachine", "CairnMVCC", "CairnCore"],
             swiftSettings: strict
         ),
-        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage"], swiftSettings: strict),
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnCore", "CairnStorage"], swiftSettings: strict),
         .testTarget(
             name: "CairnAPITests",
             dependencies: ["CairnAPI"],

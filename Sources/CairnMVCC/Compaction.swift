@@ -76,7 +76,7 @@ extension MVCCStore {
         if revision > currentRevision { throw .futureRevision }
         let upTo = revision <= 0 ? currentRevision : revision
         if upTo < compactedRevision { throw .compacted }
-        var crc = CRC32C()
+        var crc = KeySpaceDigest()
         for key in sortedKeys.all {
             for stored in index[key]!.allRevisions where stored.main <= upTo {
                 crc.update(integer: stored.main)
@@ -96,28 +96,18 @@ extension MVCCStore {
     }
 }
 
-/// CRC-32C (Castagnoli), the checksum etcd uses for HashKV.
-struct CRC32C {
-    private static let table: [UInt32] = (0..<256).map { byte in
-        var crc = UInt32(byte)
-        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-        return crc
-    }
+/// HashKV's digest of versions: CRC-32C (the checksum etcd uses for HashKV)
+/// over integers as eight little-endian bytes and byte strings prefixed
+/// with their length.
+struct KeySpaceDigest {
+    private var state = CRC32C.initial
 
-    private var state: UInt32 = 0xFFFF_FFFF
-
-    var value: UInt32 { ~state }
+    var value: UInt32 { CRC32C.finalize(state) }
 
     mutating func update(bytes: [UInt8]) {
         update(integer: Int64(bytes.count))
-        for byte in bytes { state = Self.table[Int((state ^ UInt32(byte)) & 0xff)] ^ (state >> 8) }
+        state = CRC32C.update(state, bytes)
     }
 
-    mutating func update(integer: Int64) {
-        var bits = UInt64(bitPattern: integer)
-        for _ in 0..<8 {
-            state = Self.table[Int((state ^ UInt32(bits & 0xff)) & 0xff)] ^ (state >> 8)
-            bits >>= 8
-        }
-    }
+    mutating func update(integer: Int64) { state = CRC32C.update(state, integer: integer) }
 }

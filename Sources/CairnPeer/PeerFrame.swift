@@ -1,3 +1,4 @@
+import CairnCore
 import NIOCore
 
 /// The peer wire format: every frame is a 4-byte big-endian length (of what
@@ -216,64 +217,18 @@ struct PeerFrameDecoder: ByteToMessageDecoder {
     }
 }
 
-/// CRC-32C (Castagnoli), the checksum of snapshot chunks: catches
+/// The running CRC-32C (`CairnCore.CRC32C`) of snapshot chunks: catches
 /// corruption that TCP's 16-bit checksum lets through on long transfers.
-/// Slicing-by-8 tables, so checking a multi-gigabyte snapshot costs little
-/// next to receiving it.
 struct PeerChecksum {
-    /// `tables[k][b]`: the CRC of byte `b` followed by `k` zero bytes.
-    private static let tables: [[UInt32]] = {
-        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
-        for index in 0..<256 {
-            var value = UInt32(index)
-            for _ in 0..<8 {
-                value = (value & 1) == 1 ? (value >> 1) ^ 0x82F6_3B78 : value >> 1
-            }
-            tables[0][index] = value
-        }
-        for index in 0..<256 {
-            for slice in 1..<8 {
-                let previous = tables[slice - 1][index]
-                tables[slice][index] = (previous >> 8) ^ tables[0][Int(previous & 0xFF)]
-            }
-        }
-        return tables
-    }()
-    private static let flat: [UInt32] = Self.tables.flatMap { $0 }
-
     private(set) var value: UInt32 = 0
 
     /// Folds `bytes` into the running checksum.
     mutating func update(_ bytes: some Collection<UInt8>) {
-        let contiguous: Void? = bytes.withContiguousStorageIfAvailable {
-            self.update(UnsafeRawBufferPointer($0))
-        }
-        if contiguous == nil {
-            Array(bytes).withUnsafeBytes { self.update($0) }
-        }
+        self.value = CRC32C.finalize(CRC32C.update(CRC32C.finalize(self.value), bytes))
     }
 
     mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        var crc = ~self.value
-        Self.flat.withUnsafeBufferPointer { table in
-            var index = 0
-            let count = bytes.count
-            while index + 8 <= count {
-                let low = crc ^ bytes.loadUnaligned(fromByteOffset: index, as: UInt32.self).littleEndian
-                let high = bytes.loadUnaligned(fromByteOffset: index + 4, as: UInt32.self).littleEndian
-                crc =
-                    table[7 * 256 + Int(low & 0xFF)] ^ table[6 * 256 + Int((low >> 8) & 0xFF)]
-                    ^ table[5 * 256 + Int((low >> 16) & 0xFF)] ^ table[4 * 256 + Int(low >> 24)]
-                    ^ table[3 * 256 + Int(high & 0xFF)] ^ table[2 * 256 + Int((high >> 8) & 0xFF)]
-                    ^ table[1 * 256 + Int((high >> 16) & 0xFF)] ^ table[Int(high >> 24)]
-                index += 8
-            }
-            while index < count {
-                crc = table[Int((crc ^ UInt32(bytes[index])) & 0xFF)] ^ (crc >> 8)
-                index += 1
-            }
-        }
-        self.value = ~crc
+        self.value = CRC32C.finalize(CRC32C.update(CRC32C.finalize(self.value), bytes))
     }
 
     /// The checksum of `bytes` alone.

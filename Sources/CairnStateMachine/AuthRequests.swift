@@ -69,7 +69,7 @@ extension StateMachine {
     public var authHash: UInt32 {
         var writer = ByteWriter()
         writer.authStore(auth)
-        return Checksum.crc32c(writer.bytes[...])
+        return CRC32C.checksum(writer.bytes[...])
     }
 
     private func authorizeLeaseKeys(_ identity: AuthIdentity?, _ id: LeaseID) throws(CairnError) {

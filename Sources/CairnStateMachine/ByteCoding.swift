@@ -115,18 +115,3 @@ struct ByteReader {
         if remaining != 0 { throw .trailingBytes(remaining) }
     }
 }
-
-/// CRC-32C (Castagnoli) over a byte string, to detect corrupted snapshots.
-enum Checksum {
-    private static let table: [UInt32] = (0..<256).map { byte in
-        var crc = UInt32(byte)
-        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-        return crc
-    }
-
-    static func crc32c(_ bytes: ArraySlice<UInt8>) -> UInt32 {
-        var state: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { state = table[Int((state ^ UInt32(byte)) & 0xff)] ^ (state >> 8) }
-        return ~state
-    }
-}

@@ -38,7 +38,7 @@ extension StateMachine {
         writer.memberList(members)
         writer.alarmList(alarms)
         writer.authStore(auth)
-        let checksum = Checksum.crc32c(writer.bytes[...])
+        let checksum = CRC32C.checksum(writer.bytes[...])
         for shift in stride(from: 0, to: 32, by: 8) {
             writer.byte(UInt8(truncatingIfNeeded: checksum >> shift))
         }
@@ -53,7 +53,7 @@ extension StateMachine {
         let bodyEnd = bytes.count - 4
         var stored: UInt32 = 0
         for offset in 0..<4 { stored |= UInt32(bytes[bodyEnd + offset]) << (8 * offset) }
-        guard Checksum.crc32c(bytes[..<bodyEnd]) == stored else { throw .checksumMismatch }
+        guard CRC32C.checksum(bytes[..<bodyEnd]) == stored else { throw .checksumMismatch }
         var reader = ByteReader(Array(bytes[..<bodyEnd]))
         for expected in Self.snapshotMagic where try reader.byte() != expected {
             throw .malformed("not a snapshot")

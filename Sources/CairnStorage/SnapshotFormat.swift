@@ -1,3 +1,5 @@
+import CairnCore
+
 /// What a snapshot file's trailer promises about its content.
 struct SnapshotTrailer {
     var contentBytes: Int

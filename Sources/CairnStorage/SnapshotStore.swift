@@ -1,3 +1,5 @@
+import CairnCore
+
 /// Limits of a `SnapshotStore`.
 public struct SnapshotOptions: Sendable, Equatable {
     /// How many snapshot files to keep; older ones are deleted after each

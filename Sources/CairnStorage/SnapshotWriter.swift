@@ -1,3 +1,5 @@
+import CairnCore
+
 /// Writes one snapshot file in chunks: as the state machine serialises it,
 /// or as chunks arrive from the leader.
 ///

@@ -1,3 +1,5 @@
+import CairnCore
+
 /// Raft's hard state: what a member must remember across restarts to never
 /// vote twice in a term or forget a commit it announced.
 public struct HardState: Equatable, Sendable {

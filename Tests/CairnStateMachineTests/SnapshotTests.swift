@@ -141,7 +141,7 @@ import Testing
         state.currentRevision = 5  // history says 1
         writer.store(state)
         writer.count(0)
-        let checksum = Checksum.crc32c(writer.bytes[...])
+        let checksum = CRC32C.checksum(writer.bytes[...])
         for shift in stride(from: 0, to: 32, by: 8) {
             writer.byte(UInt8(truncatingIfNeeded: checksum >> shift))
         }
@@ -169,7 +169,7 @@ import Testing
                 body[Int.random(in: 5..<body.count, using: &random)] = UInt8.random(
                     in: 0...255, using: &random)
             }
-            let checksum = Checksum.crc32c(body[...])
+            let checksum = CRC32C.checksum(body[...])
             for shift in stride(from: 0, to: 32, by: 8) {
                 body.append(UInt8(truncatingIfNeeded: checksum >> shift))
             }

@@ -1,4 +1,4 @@
-import CairnStorage
+import CairnCore
 import Testing
 
 @Suite struct CRC32CTests {
