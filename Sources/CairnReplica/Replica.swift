@@ -85,12 +85,13 @@ public final class Replica {
         let storage = MemoryStorage()
         self.storage = storage
         var machine = StateMachine(config: config.stateMachine)
-        if let snapshot = recovered.snapshot, !snapshot.isEmpty {
+        if var snapshot = recovered.snapshot, !snapshot.isEmpty {
             do throws(DecodeError) {
                 try machine.restore(snapshot.data, now: now)
             } catch {
                 throw .corruptSnapshot(error)
             }
+            if !config.retainsSnapshotData { snapshot.data = [] }
             storage.applySnapshot(snapshot)
         }
         storage.setHardState(recovered.hardState)

@@ -25,6 +25,12 @@ public struct ReplicaConfig: Sendable {
     /// Raft `Ready`s processed per `nextEffects()` when they need no persistence, so one
     /// call's work stays bounded.
     public var readyBatchesPerCallMax: Int = 64
+    /// Whether the in-memory log keeps a snapshot's bytes, or only its index, term and
+    /// membership. A shell that keeps snapshot files (the member) says false and reads
+    /// the bytes back when Raft sends a snapshot (a message with empty `data`): they are
+    /// a serialized copy of the whole key space, as large as the state itself. The
+    /// simulator, whose disk is this log, keeps them.
+    public var retainsSnapshotData = true
 
     public init(memberID: MemberID, randomSeed: UInt64 = 0) {
         raft = RaftConfig(id: memberID.rawValue, randomSeed: randomSeed)

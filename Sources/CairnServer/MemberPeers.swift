@@ -97,15 +97,8 @@ extension Member {
         self.heartbeatsSent(messages)
         var batches: [NodeID: [Message]] = [:]
         for message in messages {
-            if message.kind == .snapshot, var snapshot = message.snapshot {
-                let data = snapshot.data
-                snapshot.data = []
-                var metadata = message
-                metadata.snapshot = snapshot
-                self.logLine(
-                    "sending snapshot at index \(snapshot.index) (\(data.count) bytes) to \(MemberID(message.to))"
-                )
-                transport.sendSnapshot(to: message.to, metadata: metadata.encoded(), data: data)
+            if message.kind == .snapshot, message.snapshot != nil {
+                self.sendSnapshot(message, transport: transport)
             } else {
                 batches[message.to, default: []].append(message)
             }
@@ -113,6 +106,38 @@ extension Member {
         for (member, batch) in batches {
             let outcome = transport.send(to: member, payload: Message.encodeBatch(batch))
             if outcome != .queued { self.replica.reportUnreachable(MemberID(member)) }
+        }
+    }
+
+    /// A snapshot on its own stream. Raft's log holds only its metadata
+    /// (`ReplicaConfig.retainsSnapshotData`), so the bytes are read back from
+    /// the newest snapshot file on the I/O pool; if that is not the one Raft
+    /// named (a newer one was saved meanwhile), the send is reported failed
+    /// and Raft offers the newer one.
+    private func sendSnapshot(_ message: Message, transport: PeerTransport) {
+        guard var snapshot = message.snapshot else { return }
+        let storage = self.storage
+        let index = snapshot.index
+        snapshot.data = []
+        var metadata = message
+        metadata.snapshot = snapshot
+        let encodedMetadata = metadata.encoded()
+        self.ioPool.runIfActive(eventLoop: self.eventLoop) { () throws -> [UInt8] in
+            guard let loaded = try storage.snapshots.loadLatest(), loaded.index == index else {
+                throw MemberError.storageFailed("the snapshot file at index \(index) is no longer the newest")
+            }
+            return try Snapshot(decoding: loaded.bytes).data
+        }.whenComplete { result in
+            switch result {
+            case .success(let data):
+                self.logLine(
+                    "sending snapshot at index \(index) (\(data.count) bytes) to \(MemberID(message.to))")
+                transport.sendSnapshot(to: message.to, metadata: encodedMetadata, data: data)
+            case .failure(let error):
+                self.logLine("snapshot to \(MemberID(message.to)) not sent: \(error)", level: .warning)
+                self.replica.reportSnapshot(to: MemberID(message.to), failed: true)
+                self.drive()
+            }
         }
     }
 

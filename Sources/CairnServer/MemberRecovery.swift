@@ -71,6 +71,8 @@ enum MemberRecovery {
             2, cluster.electionTimeoutMilliseconds / cluster.heartbeatMilliseconds)
         replicaConfig.tickMilliseconds = Int64(cluster.heartbeatMilliseconds)
         replicaConfig.snapshotEntriesInterval = configuration.snapshotEntriesInterval
+        // The bytes are in the snapshot files; `Member.send` reads them back.
+        replicaConfig.retainsSnapshotData = false
         replicaConfig.catchUpEntries = min(5_000, max(1, configuration.snapshotEntriesInterval / 2))
         replicaConfig.stateMachine = StateMachine.Config(
             storeLimits: MVCCStore.Limits(txnOperationsMax: configuration.txnOperationsMax),
