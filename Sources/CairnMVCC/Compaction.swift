@@ -31,13 +31,10 @@ extension MVCCStore {
     }
 
     private mutating func compactHistory(_ revision: Int64) {
-        while historyFirstRevision < revision, !history.isEmpty {
-            history.removeFirst()
-            historyFirstRevision += 1
+        while history.firstRevision < revision, history.revisionCount > 0 {
+            history.removeFirstRevision()
         }
-        if historyFirstRevision == revision, !history.isEmpty {
-            history[0].removeAll { $0.kind == .delete }
-        }
+        if history.firstRevision == revision { history.removeDeletesOfFirstRevision() }
     }
 
     /// The events of main revisions `from` through `through` on keys in
@@ -54,12 +51,8 @@ extension MVCCStore {
         var scanned = 0
         while revision <= min(through, currentRevision) && scanned < revisionsMax {
             var batch: [Event] = []
-            for var event in history[Int(revision - historyFirstRevision)]
-            where range.contains(event.keyValue.key) {
-                // etcd reads the previous version at revision - 1, which
-                // compaction may have removed.
-                if revision - 1 < compactedRevision { event.previous = nil }
-                batch.append(event)
+            for record in history.records(of: revision) where range.contains(record.key) {
+                if let event = event(record, at: revision) { batch.append(event) }
             }
             if !events.isEmpty && events.count + batch.count > eventsMax { break }
             events += batch
@@ -68,6 +61,30 @@ extension MVCCStore {
             if events.count >= eventsMax { break }
         }
         return (events, revision)
+    }
+
+    /// The event a history record stands for, rebuilt from the versions:
+    /// the previous version is the one live at `revision - 1`, unless
+    /// compaction removed it (etcd reads it there too). Nil for a put whose
+    /// version compaction removed (a later delete in the same revision
+    /// tombstoned it at the compact revision), which etcd no longer has either.
+    func event(_ record: EventHistory.Record, at revision: Int64) -> Event? {
+        let previous = revision - 1 < compactedRevision ? nil : keyValue(record.key, at: revision - 1)
+        if record.isDelete {
+            let tombstone = KeyValue(
+                key: record.key, createRevision: 0, modRevision: revision, version: 0, value: [])
+            return Event(kind: .delete, keyValue: tombstone, previous: previous)
+        }
+        guard let version = values[Revision(main: revision, sub: Int64(record.sub))] else { return nil }
+        return Event(kind: .put, keyValue: version, previous: previous)
+    }
+
+    /// The events of every held revision, oldest first (for export).
+    func historyEvents() -> [[Event]] {
+        (0..<history.revisionCount).map { offset in
+            let revision = history.firstRevision + Int64(offset)
+            return history.records(of: revision).compactMap { event($0, at: revision) }
+        }
     }
 
     /// A CRC-32C digest of every retained version at or below `revision`

@@ -15,10 +15,10 @@ import DequeModule
 /// 2. `compactedRevision` starts at -1 (never compacted) and only increases;
 ///    reads below it fail with `compacted`, reads above `currentRevision` with
 ///    `futureRevision`.
-/// 3. `history` holds the events of every main revision from
-///    `historyFirstRevision` through `currentRevision`, contiguous, oldest
-///    first; after compaction at C it starts at C (deletes made at C are gone,
-///    as in etcd, whose compaction drops tombstones at C).
+/// 3. `history` holds (as records, see `EventHistory`) the events of every
+///    main revision from `historyFirstRevision` through `currentRevision`,
+///    contiguous, oldest first; after compaction at C it starts at C (deletes
+///    made at C are gone, as in etcd, whose compaction drops tombstones at C).
 /// 4. `sortedKeys` holds exactly the keys of `index`, in key order.
 public struct MVCCStore: Sendable {
     /// Limits on requests, named as etcd's flags.
@@ -38,8 +38,8 @@ public struct MVCCStore: Sendable {
     var index: [Key: KeyIndex] = [:]
     var sortedKeys = SortedKeySet()
     var values: [Revision: KeyValue] = [:]
-    var history: Deque<[Event]> = []
-    var historyFirstRevision: Int64 = 2
+    var history = EventHistory()
+    var historyFirstRevision: Int64 { history.firstRevision }
 
     public init(limits: Limits = Limits()) {
         self.limits = limits

@@ -95,7 +95,7 @@ extension MVCCStore {
         }
         return ExportedState(
             currentRevision: currentRevision, compactedRevision: compactedRevision,
-            historyFirstRevision: historyFirstRevision, keys: keys, history: Array(history))
+            historyFirstRevision: historyFirstRevision, keys: keys, history: historyEvents())
     }
 
     /// Rebuilds a store from `exportState()`'s output, refusing state that
@@ -116,8 +116,25 @@ extension MVCCStore {
         }
         currentRevision = state.currentRevision
         compactedRevision = state.compactedRevision
-        historyFirstRevision = state.historyFirstRevision
-        history = Deque(state.history)
+        history = EventHistory(firstRevision: state.historyFirstRevision)
+        for (offset, events) in state.history.enumerated() {
+            let main = state.historyFirstRevision + Int64(offset)
+            history.append(events.compactMap { historyRecord($0, at: main) })
+        }
+    }
+
+    /// The history record of an imported event: a put names its version by
+    /// sub revision, found in the key's index. A put whose version is not
+    /// there (compaction at its revision removed it) is dropped, as `events`
+    /// would skip it.
+    private func historyRecord(_ event: Event, at main: Int64) -> EventHistory.Record? {
+        let key = event.keyValue.key
+        guard event.kind == .put else { return EventHistory.Record(key: key, sub: 0, isDelete: true) }
+        guard
+            let stored = index[key]?.allRevisions.first(where: { $0.main == main && values[$0] != nil }),
+            let sub = Int32(exactly: stored.sub)
+        else { return nil }
+        return EventHistory.Record(key: key, sub: sub, isDelete: false)
     }
 
     private mutating func importKey(_ exported: ExportedKey, currentRevision: Int64) throws(ImportError) {

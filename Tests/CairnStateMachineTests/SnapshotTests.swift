@@ -76,10 +76,11 @@ import Testing
         driver.apply(.compact(revision: 3))
         var restored = StateMachine()
         try restored.restore(driver.machine.snapshot(), now: epoch)
-        // The event at 3 keeps its previous version (at 2), which compaction
-        // dropped from the versions, so the snapshot writes it out in full.
+        // The event at 3 has no previous version: it was at 2, which compaction
+        // removed (etcd reads it at revision - 1 too, and finds nothing).
         #expect(restored.store.exportState() == driver.machine.store.exportState())
-        #expect(restored.store.exportState().history.first?.first?.previous?.value == [1])
+        #expect(restored.store.exportState().history.first?.first?.previous == nil)
+        #expect(restored.store.exportState().history.first?.first?.keyValue.value == [2])
         let old = try restored.store.range(RangeRequest(key: "k", revision: 4))
         #expect(old.keyValues.map(\.value) == [[3]])
         #expect(throws: CairnError.compacted) {
