@@ -170,6 +170,8 @@ public final class Member: @unchecked Sendable {
     /// Group-commit figures, logged at shutdown: syncs done, entries they covered.
     var syncsCompleted = 0
     var entriesSynced = 0
+    /// The applied index at the last heap trim (`MemberMemory.swift`).
+    var heapTrimmedAt: UInt64 = 0
     /// Revisions sampled for periodic auto-compaction.
     var revisionSamples = RevisionSamples()
     var timers: [RepeatedTask] = []
@@ -228,6 +230,7 @@ public final class Member: @unchecked Sendable {
         self.ioPool.start()
         self.startTimers()
         self.startReplicaTimers()
+        self.startHeapTrims()
         self.startAutoCompaction()
     }
 

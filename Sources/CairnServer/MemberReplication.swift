@@ -241,6 +241,7 @@ extension Member {
                 self.replica.snapshotSaved(snapshot)
                 self.snapshotMarkers.append(SnapshotMarker(index: snapshot.index, term: snapshot.term))
                 self.logLine("saved snapshot at index \(snapshot.index)")
+                self.trimHeap()  // the serialized copy was just freed
                 // Someone waits for the segments to go: do not wait for a write.
                 if !self.defragmentWaiters.isEmpty && !self.persistInFlight { self.flushSnapshotMarkers() }
                 self.drive()
