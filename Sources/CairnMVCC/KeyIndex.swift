@@ -31,6 +31,8 @@ import CairnCore
 /// 3. `version` of a generation counts every put and the tombstone made in it,
 ///    including those dropped by compaction, so versions stay right after
 ///    compaction.
+/// 4. A key put once and never changed since (most keys of most key spaces)
+///    is held as `.single`, without the two arrays of the general form.
 struct KeyIndex: Sendable {
     struct Generation: Sendable {
         /// The revision of the put that created this generation.
@@ -48,23 +50,62 @@ struct KeyIndex: Sendable {
         var version: Int64
     }
 
-    private(set) var generations: [Generation] = []
+    /// One generation created at a revision with that one put (property 4),
+    /// or any shape. Two arrays cost about 150 bytes a key, more than the
+    /// key's own entry in the store's index.
+    private enum Storage: Sendable {
+        case single(Revision)
+        case general([Generation])
+    }
+
+    private var storage = Storage.general([])
 
     init() {}
 
     /// Rebuilds an index from exported generations (see `MVCCStore.ExportedState`).
-    init(generations: [Generation]) { self.generations = generations }
+    init(generations: [Generation]) {
+        if generations.count == 1, generations[0].revisions.count == 1, generations[0].version == 1,
+            generations[0].created == generations[0].revisions[0]
+        {
+            storage = .single(generations[0].created)
+        } else {
+            storage = .general(generations)
+        }
+    }
+
+    /// Every generation, oldest first.
+    var generations: [Generation] {
+        switch storage {
+        case .single(let revision): return [Generation(created: revision, version: 1, revisions: [revision])]
+        case .general(let generations): return generations
+        }
+    }
 
     /// Whether no readable or historical revision remains.
     var isEmpty: Bool {
-        generations.isEmpty || (generations.count == 1 && generations[0].revisions.isEmpty)
+        guard case .general(let generations) = storage else { return false }
+        return generations.isEmpty || (generations.count == 1 && generations[0].revisions.isEmpty)
     }
 
     /// Whether the key is live at the newest revision.
-    var isLive: Bool { !(generations.last?.revisions.isEmpty ?? true) }
+    var isLive: Bool {
+        guard case .general(let generations) = storage else { return true }
+        return !(generations.last?.revisions.isEmpty ?? true)
+    }
 
     /// Records a put at `revision`.
     mutating func put(_ revision: Revision) {
+        if case .general(let generations) = storage, generations.isEmpty {
+            storage = .single(revision)
+            return
+        }
+        var generations = self.generations
+        storage = .general([])  // `generations` is the only reference while it changes
+        defer { storage = .general(generations) }
+        Self.put(revision, into: &generations)
+    }
+
+    private static func put(_ revision: Revision, into generations: inout [Generation]) {
         if let last = generations.last?.revisions.last {
             precondition(last < revision, "put at \(revision) not after \(last)")
         }
@@ -80,14 +121,21 @@ struct KeyIndex: Sendable {
     /// Records a delete at `revision`, closing the live generation.
     mutating func tombstone(_ revision: Revision) {
         precondition(isLive, "tombstone at \(revision) of a key that is not live")
-        put(revision)
+        var generations = self.generations
+        storage = .general([])
+        Self.put(revision, into: &generations)
         generations.append(Generation(created: Revision(main: 0), version: 0, revisions: []))
+        storage = .general(generations)
     }
 
     /// The version live at main revision `revision`, or nil if the key did not
     /// exist then (never created, deleted, or compacted away).
     func get(at revision: Int64) -> Found? {
-        guard let index = generationIndex(at: revision) else { return nil }
+        guard case .general(let generations) = storage else {
+            guard case .single(let only) = storage, only.main <= revision else { return nil }
+            return Found(modified: only, created: only, version: 1)
+        }
+        guard let index = Self.generationIndex(at: revision, in: generations) else { return nil }
         let generation = generations[index]
         var position = generation.revisions.count - 1
         while position >= 0 {
@@ -103,7 +151,7 @@ struct KeyIndex: Sendable {
     }
 
     /// The generation holding the key's live version at `revision`, if any.
-    private func generationIndex(at revision: Int64) -> Int? {
+    private static func generationIndex(at revision: Int64, in generations: [Generation]) -> Int? {
         var index = generations.count - 1
         while index >= 0 {
             let generation = generations[index]
@@ -121,6 +169,10 @@ struct KeyIndex: Sendable {
     /// stays readable, unless that one is a tombstone. Returns the dropped
     /// revisions so the store can drop their values.
     mutating func compact(at revision: Int64) -> [Revision] {
+        // One put: it stays readable whatever the revision.
+        guard case .general(var generations) = storage else { return [] }
+        storage = .general([])
+        defer { storage = .general(generations) }
         var dropped: [Revision] = []
         var keepFrom = 0
         // Generations that ended (tombstone) before `revision` are unreadable.
@@ -148,5 +200,10 @@ struct KeyIndex: Sendable {
     }
 
     /// Every retained revision, oldest first (for hashing and tests).
-    var allRevisions: [Revision] { generations.flatMap(\.revisions) }
+    var allRevisions: [Revision] {
+        switch storage {
+        case .single(let revision): return [revision]
+        case .general(let generations): return generations.flatMap(\.revisions)
+        }
+    }
 }
