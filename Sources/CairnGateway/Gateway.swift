@@ -85,7 +85,7 @@ public final class Gateway: Sendable {
         }
         self.readCache = GatewayReadCache(
             upstream: self.upstream, watches: self.watches,
-            progressIsSynced: configuration.upstreamProgressIsSynced)
+            progressIsSynced: configuration.upstreamProgressIsSynced, loops: Array(self.group.makeIterator()))
     }
 
     /// Binds the listen address and serves until `shutdown()`.
@@ -140,12 +140,21 @@ public final class Gateway: Sendable {
         return runtime
     }
 
-    /// The tenant of a call's connection, not charged.
+    /// The tenant of a call's connection, not charged. The connection's
+    /// certificate never changes, so its tenant is looked up once per
+    /// connection and tenants table (a reload starts a new table) and kept
+    /// in the connection's session: a call costs one lock, not a lookup.
     func tenant(of context: RPCContext) throws -> TenantRuntime {
         guard let peer = context.peer else {
             throw RPCStatus(.permissionDenied, "gateway: a client certificate is required")
         }
-        return try self.tenants.withLockedValue { try $0.runtime(for: peer) }
+        let session = GatewaySession.of(context)
+        return try self.tenants.withLockedValue { table in
+            if let known = session.tenant, known.generation == table.generation { return known.runtime }
+            let runtime = try table.runtime(for: peer)
+            session.tenant = (table.generation, runtime)
+            return runtime
+        }
     }
 }
 
@@ -153,12 +162,16 @@ public final class Gateway: Sendable {
 struct TenantTable: Sendable {
     let directory: TenantDirectory
     let runtimes: [String: TenantRuntime]
+    /// One more than the previous table's: a connection's remembered
+    /// tenant holds only for the table it was looked up in.
+    let generation: Int
 
     /// Builds the table of `file`, keeping the runtime of tenants that
     /// `previous` already had.
     init(file: TenantsFile, previous: TenantTable?, metrics: GatewayMetrics) throws {
         let now = Gateway.nowNanoseconds()
         self.directory = TenantDirectory(file: file)
+        self.generation = (previous?.generation ?? 0) + 1
         var runtimes: [String: TenantRuntime] = [:]
         for tenant in file.tenants {
             if let kept = previous?.runtimes[tenant.name] {

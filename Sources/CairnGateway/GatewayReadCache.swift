@@ -20,6 +20,14 @@ import NIOCore
 /// 2. Against an upstream whose progress answers are not synced with its
 ///    events (etcd before 3.4.25), linearizable reads are always forwarded:
 ///    a cache could otherwise believe itself newer than it is.
+/// 3. A linearizable read on a loop of `batches` joins that loop's batch,
+///    which goes to the cache's loop at the end of the loop's turn, after
+///    the read arrived: the batch's barrier, sent after that, is one every
+///    read in it may wait for (`ReadBarrier`'s property 5).
+/// 4. `published` holds the live caches as the coordinator last left them
+///    (republished on the loop right after every change), so a serializable
+///    read on any loop is answered from a state the cache really held, at a
+///    revision no lower than the client's session floor (`answerNow`).
 final class GatewayReadCache: Sendable {
     /// A cache's place in the gateway: whose it is and what feeds it.
     struct Slot {
@@ -49,6 +57,8 @@ final class GatewayReadCache: Sendable {
     let watches: WatchCoalescer
     let progressIsSynced: Bool
     private let state: NIOLoopBoundBox<State>
+    /// The live caches, for serializable reads without a hop (property 4).
+    private let published = NIOLockedValueBox<[PrefixCache]>([])
     /// What each cache holds, refreshed every `statusInterval` for metrics.
     private let statusBox = NIOLockedValueBox<[CacheStatus]>([])
     static let statusInterval = TimeAmount.seconds(1)
@@ -63,7 +73,33 @@ final class GatewayReadCache: Sendable {
         var keys: Int
     }
 
-    init(upstream: UpstreamCluster, watches: WatchCoalescer, progressIsSynced: Bool) {
+    /// A read waiting in a loop's batch (property 3).
+    struct BatchedRead: Sendable {
+        let request: Etcdserverpb_RangeRequest
+        let floor: Int64
+        let completion: ReadCompletion
+    }
+
+    /// The linearizable reads of one loop's turn.
+    final class ReadBatch {
+        var reads: [BatchedRead] = []
+    }
+
+    /// One batch per serving loop, keyed by the loop's identity.
+    private let batches: [ObjectIdentifier: NIOLoopBoundBox<ReadBatch>]
+
+    /// - Parameter loops: the loops reads arrive on; their linearizable
+    ///   reads go to the cache in batches (others one by one).
+    init(
+        upstream: UpstreamCluster, watches: WatchCoalescer, progressIsSynced: Bool,
+        loops: [any EventLoop] = []
+    ) {
+        var batches: [ObjectIdentifier: NIOLoopBoundBox<ReadBatch>] = [:]
+        for loop in loops {
+            batches[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
+                ReadBatch(), eventLoop: loop)
+        }
+        self.batches = batches
         self.eventLoop = watches.eventLoop
         self.upstream = upstream
         self.watches = watches
@@ -138,6 +174,7 @@ final class GatewayReadCache: Sendable {
         slot.generation += 1
         state.slots[id] = slot
         coordinator.beginReload(id)
+        self.publish()
         let generation = slot.generation
         let request = coordinator.caches[id]?.loadRequest() ?? Etcdserverpb_RangeRequest()
         let options = RPCCallOptions(
@@ -151,9 +188,11 @@ final class GatewayReadCache: Sendable {
                 guard case .success(let response) = result,
                     let revision = try? coordinator.loaded(id, response: response)
                 else {
+                    self.publish()
                     self.scheduleReload(id)
                     return
                 }
+                self.publish()
                 self.feed(id, slot: slot, from: revision + 1)
             }
     }
@@ -183,6 +222,7 @@ final class GatewayReadCache: Sendable {
             case .ended(.canceled(let reason)), .ended(.watchLimitReached(let reason)):
                 coordinator.feedInterrupted(id, reason: .canceled(reason: reason))
             }
+            self.publish()
         }
     }
 
@@ -216,6 +256,7 @@ final class GatewayReadCache: Sendable {
                     self.state.value.slots[id]?.subscription == subscription
                 else { return }
                 self.state.value.coordinator?.progressConfirmed(id, revision: revision)
+                self.publish()
             }
         }
     }
@@ -243,30 +284,133 @@ final class GatewayReadCache: Sendable {
         case uncached
     }
 
+    /// Republishes the live caches (property 3); on the loop, after every
+    /// change the coordinator may have made to them.
+    private func publish() {
+        guard let coordinator = self.state.value.coordinator else { return }
+        let live = coordinator.caches.values.filter { $0.knownRevision != nil }
+        self.published.withLockedValue { $0 = live }
+    }
+
+    /// A serializable upstream-form Range answered at once, on the caller's
+    /// loop, from a published live cache whose revision is at least `floor`;
+    /// nil when none can (then `read` decides: wait, or forward).
+    func answerNow(_ request: Etcdserverpb_RangeRequest, floor: Int64) -> Etcdserverpb_RangeResponse? {
+        guard request.serializable, request.revision == 0 else { return nil }
+        let caches = self.published.withLockedValue { $0 }
+        for cache in caches where cache.contains(request.key) {
+            guard let revision = cache.knownRevision, revision >= floor else { return nil }
+            if let response = cache.answer(request) { return response }
+        }
+        return nil
+    }
+
+    /// Where a read's outcome goes: run on the loop the read was made on.
+    typealias ReadCompletion = @Sendable (Outcome) -> Void
+
     /// Offers an upstream-form Range to the caches; `floor` is the highest
-    /// revision the client's session has seen.
-    func read(_ request: Etcdserverpb_RangeRequest, floor: Int64) -> EventLoopFuture<Outcome> {
+    /// revision the client's session has seen. `completion` runs once, on
+    /// `callerLoop` (the caller's own loop; possibly before this returns).
+    func read(
+        _ request: Etcdserverpb_RangeRequest, floor: Int64, on callerLoop: any EventLoop,
+        completion: @escaping ReadCompletion
+    ) {
         let linearizable = !request.serializable
         if linearizable && !self.progressIsSynced {
-            return self.eventLoop.makeSucceededFuture(.uncached)
+            completion(.uncached)
+            return
         }
-        let promise = self.eventLoop.makePromise(of: Outcome.self)
-        self.eventLoop.execute {
-            guard let coordinator = self.state.value.coordinator else {
-                promise.succeed(.uncached)
-                return
+        if linearizable, let batch = self.batches[ObjectIdentifier(callerLoop)] {
+            let reads = batch.value
+            reads.reads.append(BatchedRead(request: request, floor: floor, completion: completion))
+            if reads.reads.count == 1 {
+                callerLoop.execute { self.sendBatch(batch.value, from: callerLoop) }
             }
+            return
+        }
+        let onCaller: ReadCompletion = { outcome in
+            if callerLoop.inEventLoop {
+                completion(outcome)
+            } else {
+                callerLoop.execute { completion(outcome) }
+            }
+        }
+        if self.eventLoop.inEventLoop {
+            self.readOnLoop(request, floor: floor, linearizable: linearizable, completion: onCaller)
+        } else {
+            self.eventLoop.execute {
+                self.readOnLoop(request, floor: floor, linearizable: linearizable, completion: onCaller)
+            }
+        }
+    }
+
+    /// Hands a loop's batch to the cache's loop (property 3).
+    private func sendBatch(_ batch: ReadBatch, from callerLoop: any EventLoop) {
+        let reads = batch.reads
+        batch.reads = []
+        guard !reads.isEmpty else { return }
+        self.eventLoop.execute { self.admitBatch(reads, from: callerLoop) }
+    }
+
+    /// Admits a batch one cache at a time; each group's reads are answered
+    /// on their own loop from the cache the coordinator hands over.
+    private func admitBatch(_ reads: [BatchedRead], from callerLoop: any EventLoop) {
+        guard let coordinator = self.state.value.coordinator else {
+            callerLoop.execute { Self.answer(reads, from: nil, uncached: true) }
+            return
+        }
+        var groups: [ReadBarrier.CacheID: [BatchedRead]] = [:]
+        var uncached: [BatchedRead] = []
+        for read in reads {
+            guard let id = coordinator.cache(for: read.request) else {
+                uncached.append(read)
+                continue
+            }
+            groups[id, default: []].append(read)
+        }
+        if !uncached.isEmpty {
+            callerLoop.execute { [uncached] in Self.answer(uncached, from: nil, uncached: true) }
+        }
+        for (id, group) in groups {
             var session = SessionRevisionFloor()
-            session.observe(floor)
-            coordinator.read(request, session: session, linearizable: linearizable) { outcome in
-                switch outcome {
-                case .answered(let response): promise.succeed(.answered(response))
-                case .forward(nil): promise.succeed(.uncached)
-                case .forward(.some): promise.succeed(.missed)
-                }
+            for read in group { session.observe(read.floor) }
+            coordinator.readGroup(cache: id, session: session, linearizable: true) { cache in
+                callerLoop.execute { Self.answer(group, from: cache, uncached: false) }
             }
         }
-        return promise.futureResult
+    }
+
+    /// Answers each read from `cache`; without one, each is `.uncached`
+    /// (no cache covers it) or `.missed` (the coordinator said forward).
+    private static func answer(_ reads: [BatchedRead], from cache: PrefixCache?, uncached: Bool) {
+        for read in reads {
+            guard let cache, let revision = cache.knownRevision, revision >= read.floor,
+                let response = cache.answer(read.request)
+            else {
+                read.completion(uncached ? .uncached : .missed)
+                continue
+            }
+            read.completion(.answered(response))
+        }
+    }
+
+    private func readOnLoop(
+        _ request: Etcdserverpb_RangeRequest, floor: Int64, linearizable: Bool,
+        completion: @escaping ReadCompletion
+    ) {
+        guard let coordinator = self.state.value.coordinator else {
+            completion(.uncached)
+            return
+        }
+        var session = SessionRevisionFloor()
+        session.observe(floor)
+        coordinator.read(request, session: session, linearizable: linearizable) { outcome in
+            switch outcome {
+            case .answered(let response): completion(.answered(response))
+            case .forward(nil): completion(.uncached)
+            case .forward(.some): completion(.missed)
+            }
+        }
     }
 }
 
@@ -274,6 +418,9 @@ final class GatewayReadCache: Sendable {
 /// client has been answered, so it is never answered an older one.
 final class GatewaySession {
     var floor = SessionRevisionFloor()
+    /// The connection's tenant, and the generation of the tenants table it
+    /// was looked up in (`Gateway.tenant(of:)`).
+    var tenant: (generation: Int, runtime: TenantRuntime)?
 
     /// The session of the call's connection, created on first use.
     static func of(_ context: RPCContext) -> GatewaySession {

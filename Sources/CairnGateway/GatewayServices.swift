@@ -66,44 +66,96 @@ extension Gateway {
     /// serializable read to any member, a linearizable one to the leader.
     /// An answer below what the client's session already saw (a lagging
     /// follower) is asked again of the leader, so revisions never go back.
+    ///
+    /// A serializable read a live cache can answer is answered right here,
+    /// on the connection's loop, with no future chain and no hop.
     func range(_ request: Etcdserverpb_RangeRequest, context: RPCContext)
         -> EventLoopFuture<Etcdserverpb_RangeResponse>
     {
         let eventLoop = context.eventLoop
+        let session = GatewaySession.of(context)
         let tenant: TenantRuntime
+        let policy: Tenant
         let rewritten: Etcdserverpb_RangeRequest
-        let options: RPCCallOptions
         do {
-            (tenant, rewritten, options) = try self.prepare(request, context: context) { tenant, request in
-                try tenant.policy.namespace.inbound(request)
-            }
+            tenant = try self.admit(context)
+            policy = tenant.policy
+            rewritten = try policy.namespace.inbound(request)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        let session = NIOLoopBound(GatewaySession.of(context), eventLoop: eventLoop)
-        let floor = session.value.floor.highestSeen
-        let cached: EventLoopFuture<GatewayReadCache.Outcome> =
-            tenant.policy.cachePrefixes.isEmpty
-            ? eventLoop.makeSucceededFuture(.uncached)
-            : self.readCache.read(rewritten, floor: floor).hop(to: eventLoop)
-        return cached.flatMap { outcome -> EventLoopFuture<Etcdserverpb_RangeResponse> in
-            switch outcome {
-            case .answered(var response):
-                tenant.counters.cacheHits.increment()
-                let header = self.upstream.lastHeader
-                response.header.clusterID = header.clusterID
-                response.header.memberID = header.memberID
-                response.header.raftTerm = header.raftTerm
-                return eventLoop.makeSucceededFuture(response)
-            case .missed, .uncached:
-                if case .missed = outcome { tenant.counters.cacheMisses.increment() }
-                return self.forwardRange(rewritten, options: options, floor: floor, on: eventLoop)
+        let floor = session.floor.highestSeen
+        let caches = !policy.cachePrefixes.isEmpty
+        if caches, let answer = self.readCache.answerNow(rewritten, floor: floor) {
+            tenant.counters.cacheHits.increment()
+            do {
+                return eventLoop.makeSucceededFuture(
+                    try Self.finishRange(
+                        self.stamped(answer), session: session, tenant: tenant, policy: policy))
+            } catch {
+                return eventLoop.makeFailedFuture(error)
             }
-        }.flatMapThrowing { response in
-            session.value.floor.observe(response.header.revision)
-            try Self.checkResponseBytes(response, tenant: tenant)
-            return try tenant.policy.namespace.outbound(response)
         }
+        let options = RPCCallOptions(
+            timeout: Self.remaining(context),
+            metadata: Self.upstreamMetadata(tenant: tenant.name, client: context.headers))
+        // One promise for the answer, whichever way it comes (no future chain).
+        let promise = eventLoop.makePromise(of: Etcdserverpb_RangeResponse.self)
+        let boundSession = NIOLoopBound(session, eventLoop: eventLoop)
+        let finish: @Sendable (Etcdserverpb_RangeResponse) -> Void = { response in
+            promise.completeWith(
+                Result {
+                    try Self.finishRange(
+                        response, session: boundSession.value, tenant: tenant, policy: policy)
+                })
+        }
+        let forward: @Sendable () -> Void = {
+            self.forwardRange(rewritten, options: options, floor: floor, on: eventLoop).whenComplete {
+                result in
+                switch result {
+                case .success(let response): finish(response)
+                case .failure(let error): promise.fail(error)
+                }
+            }
+        }
+        guard caches else {
+            forward()
+            return promise.futureResult
+        }
+        self.readCache.read(rewritten, floor: floor, on: eventLoop) { outcome in
+            switch outcome {
+            case .answered(let response):
+                tenant.counters.cacheHits.increment()
+                finish(self.stamped(response))
+            case .missed:
+                tenant.counters.cacheMisses.increment()
+                forward()
+            case .uncached:
+                forward()
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// A cached answer with the cluster's identity in its header (the cache
+    /// stamps only the revision).
+    private func stamped(_ response: Etcdserverpb_RangeResponse) -> Etcdserverpb_RangeResponse {
+        var response = response
+        let header = self.upstream.lastHeader
+        response.header.clusterID = header.clusterID
+        response.header.memberID = header.memberID
+        response.header.raftTerm = header.raftTerm
+        return response
+    }
+
+    /// The last steps of every Range answer: the session's floor, the
+    /// tenant's response size limit, the tenant's view of the keys.
+    private static func finishRange(
+        _ response: Etcdserverpb_RangeResponse, session: GatewaySession, tenant: TenantRuntime, policy: Tenant
+    ) throws -> Etcdserverpb_RangeResponse {
+        session.floor.observe(response.header.revision)
+        try Self.checkResponseBytes(response, tenant: tenant.name, limit: policy.limits.responseBytesMax)
+        return try policy.namespace.outbound(response)
     }
 
     /// A Range upstream; a serializable answer older than `floor` is asked
@@ -128,14 +180,14 @@ extension Gateway {
     }
 
     /// Refuses a Range answer larger than the tenant's `response_bytes`.
-    static func checkResponseBytes(_ response: Etcdserverpb_RangeResponse, tenant: TenantRuntime) throws {
-        let limit = tenant.policy.limits.responseBytesMax
+    static func checkResponseBytes(_ response: Etcdserverpb_RangeResponse, tenant: String, limit: Int) throws
+    {
         var bytes = 0
         for kv in response.kvs { bytes += kv.key.count + kv.value.count }
         guard bytes <= limit else {
             throw RPCStatus(
                 .resourceExhausted,
-                "gateway: tenant \(tenant.name) response of \(bytes) bytes exceeds its limit of \(limit) "
+                "gateway: tenant \(tenant) response of \(bytes) bytes exceeds its limit of \(limit) "
                     + "response bytes; use a limit or a smaller range")
         }
     }

@@ -14,6 +14,8 @@ public final class TenantRuntime: Sendable {
     /// Leases granted through this gateway and not known to be gone.
     private let leases = NIOLockedValueBox<Set<Int64>>([])
     public let counters: TenantCounters
+    /// The tenant's view of the watch events last fanned out.
+    let watchViews = WatchViewMemo()
 
     init(tenant: Tenant, counters: TenantCounters, nowNanoseconds: UInt64) {
         self.name = tenant.name

@@ -58,10 +58,23 @@ public final class ReadCacheCoordinator {
     }
 
     private struct PendingRead {
-        let request: Etcdserverpb_RangeRequest
         let cache: ReadBarrier.CacheID
         let session: SessionRevisionFloor
-        let completion: (Outcome) -> Void
+        let completion: Completion
+    }
+
+    /// What a waiting read is owed: an answer to its request, or (a group
+    /// of reads) the cache itself at a moment it may serve them.
+    private enum Completion {
+        case answer(Etcdserverpb_RangeRequest, (Outcome) -> Void)
+        case cache((PrefixCache?) -> Void)
+
+        func forward(_ reason: ReadBarrier.ForwardReason?) {
+            switch self {
+            case .answer(_, let completion): completion(.forward(reason))
+            case .cache(let completion): completion(nil)
+            }
+        }
     }
 
     public private(set) var caches: [ReadBarrier.CacheID: PrefixCache] = [:]
@@ -108,8 +121,36 @@ public final class ReadCacheCoordinator {
         _ request: Etcdserverpb_RangeRequest, session: SessionRevisionFloor, linearizable: Bool,
         completion: @escaping (Outcome) -> Void
     ) {
-        guard let cacheID = cache(for: request), let cache = caches[cacheID] else {
+        guard let cacheID = cache(for: request) else {
             completion(.forward(nil))
+            return
+        }
+        admit(cacheID, session: session, linearizable: linearizable, .answer(request, completion))
+    }
+
+    /// Admits reads of cache `id` that all arrived before this call as one:
+    /// `completion` gets the cache as it is at a moment it may serve every
+    /// one of them (linearizable: after a barrier sent after this call;
+    /// both kinds: at or above `session`'s floor, the highest of theirs),
+    /// or nil: forward them. The caller answers each read from that cache
+    /// (`PrefixCache.answer`), so a batch of reads costs one admission.
+    public func readGroup(
+        cache id: ReadBarrier.CacheID, session: SessionRevisionFloor, linearizable: Bool,
+        completion: @escaping (PrefixCache?) -> Void
+    ) {
+        guard caches[id] != nil else {
+            completion(nil)
+            return
+        }
+        admit(id, session: session, linearizable: linearizable, .cache(completion))
+    }
+
+    private func admit(
+        _ cacheID: ReadBarrier.CacheID, session: SessionRevisionFloor, linearizable: Bool,
+        _ completion: Completion
+    ) {
+        guard let cache = caches[cacheID] else {
+            completion.forward(nil)
             return
         }
         let now = effects.now()
@@ -122,8 +163,7 @@ public final class ReadCacheCoordinator {
             admission = barrier.serializableRead(
                 cache: cacheID, knownRevision: knownRevision, sessionFloor: session.highestSeen, now: now)
         }
-        pending[admission.id] = PendingRead(
-            request: request, cache: cacheID, session: session, completion: completion)
+        pending[admission.id] = PendingRead(cache: cacheID, session: session, completion: completion)
         perform(admission.actions)
     }
 
@@ -198,7 +238,7 @@ public final class ReadCacheCoordinator {
             case .requestProgress(let cache): effects.requestProgress(cache)
             case .serve(let read): serve(read)
             case .forward(let read, let reason):
-                pending.removeValue(forKey: read)?.completion(.forward(reason))
+                pending.removeValue(forKey: read)?.completion.forward(reason)
             }
         }
         rescheduleTick()
@@ -222,13 +262,24 @@ public final class ReadCacheCoordinator {
     /// answer below the session's floor forwards instead.
     private func serve(_ id: ReadBarrier.ReadID) {
         guard let read = pending.removeValue(forKey: id) else { return }
-        guard let response = caches[read.cache]?.answer(read.request),
-            read.session.admits(response.header.revision)
-        else {
-            read.completion(.forward(.cacheUnusable))
-            return
+        switch read.completion {
+        case .answer(let request, let completion):
+            guard let response = caches[read.cache]?.answer(request),
+                read.session.admits(response.header.revision)
+            else {
+                completion(.forward(.cacheUnusable))
+                return
+            }
+            completion(.answered(response))
+        case .cache(let completion):
+            guard let cache = caches[read.cache], let revision = cache.knownRevision,
+                read.session.admits(revision)
+            else {
+                completion(nil)
+                return
+            }
+            completion(cache)
         }
-        read.completion(.answered(response))
     }
 
     private func rescheduleTick() {

@@ -96,9 +96,14 @@ public struct Namespace: Sendable, Equatable {
         return rangeEnd.lexicographicallyPrecedes(self.end) ? rangeEnd : self.end
     }
 
-    /// Whether an upstream key lies in the namespace.
+    /// Whether an upstream key lies in the namespace. Compared over raw
+    /// bytes: it runs for every key of every answer and watch event.
     public func contains(_ upstreamKey: Data) -> Bool {
-        upstreamKey.starts(with: self.prefix)
+        let count = self.prefix.count
+        guard upstreamKey.count >= count else { return false }
+        return upstreamKey.withUnsafeBytes { key in
+            self.prefix.withUnsafeBytes { prefix in key.prefix(count).elementsEqual(prefix) }
+        }
     }
 
     /// The tenant's view of an upstream key, or nil when it lies outside.

@@ -54,6 +54,30 @@ public final class WatchCoalescer: Sendable {
         var syncedRevision: Int64
         let progressNotifications: Bool
         let deliver: @Sendable (WatchDelivery) -> Void
+
+        /// The part of a broadcast's `response` this subscriber is owed
+        /// (announced, events above its floor) and where to deliver it, its
+        /// floor moved past it; nil when nothing is owed. Called in place in
+        /// the subscription table, so fan-out copies no subscription.
+        mutating func take(_ response: Etcdserverpb_WatchResponse) -> (
+            response: Etcdserverpb_WatchResponse, deliver: @Sendable (WatchDelivery) -> Void
+        )? {
+            guard self.announced else { return nil }
+            let floor = self.floorRevision
+            var outgoing = response
+            if let first = response.events.first, first.kv.modRevision <= floor {
+                outgoing.events = response.events.filter { $0.kv.modRevision > floor }
+            }
+            guard let last = outgoing.events.last else { return nil }
+            self.floorRevision = last.kv.modRevision
+            self.syncedRevision = max(self.syncedRevision, last.kv.modRevision)
+            return (outgoing, self.deliver)
+        }
+
+        /// Every event up to `position` has been delivered (or was not owed).
+        mutating func synced(to position: Int64) {
+            if self.syncedRevision < position { self.syncedRevision = position }
+        }
     }
 
     /// A progress request from a subscriber, answered once the tenant's
@@ -281,7 +305,9 @@ public final class WatchCoalescer: Sendable {
             response.header = header
             response.header.revision = max(header.revision, events.last?.kv.modRevision ?? 0)
             response.events = events
-            self.deliverEvents(response, to: id, core)
+            if let (outgoing, deliver) = core.subscriptions[id]?.take(response) {
+                deliver(.response(outgoing))
+            }
         }
         core.subscriptions[id]?.syncedRevision = broadcast.position
         if let floor = core.subscriptions[id]?.floorRevision, floor < broadcast.position {
@@ -343,33 +369,17 @@ public final class WatchCoalescer: Sendable {
     /// Hands a broadcast's events to all its members, then lets a catch-up
     /// see whether it is done.
     func broadcastEvents(_ response: Etcdserverpb_WatchResponse, _ broadcastID: Int, _ core: Core) {
-        guard var broadcast = core.broadcasts[broadcastID] else { return }
-        broadcast.received(response)
-        core.broadcasts[broadcastID] = broadcast
+        guard core.broadcasts[broadcastID] != nil else { return }
+        core.broadcasts[broadcastID]?.received(response)
+        guard let broadcast = core.broadcasts[broadcastID] else { return }
+        let position = broadcast.position
         for member in broadcast.members {
-            self.deliverEvents(response, to: member, core)
-            if let synced = core.subscriptions[member]?.syncedRevision, synced < broadcast.position {
-                core.subscriptions[member]?.syncedRevision = broadcast.position
+            if let (outgoing, deliver) = core.subscriptions[member]?.take(response) {
+                deliver(.response(outgoing))
             }
+            core.subscriptions[member]?.synced(to: position)
         }
         if !broadcast.isShared { self.checkCatchUp(broadcastID, core) }
-    }
-
-    /// Delivers the events above the subscriber's floor, if any.
-    private func deliverEvents(
-        _ response: Etcdserverpb_WatchResponse, to id: WatchSubscriptionID, _ core: Core
-    ) {
-        guard var subscription = core.subscriptions[id], subscription.announced else { return }
-        let floor = subscription.floorRevision
-        var outgoing = response
-        if let first = response.events.first, first.kv.modRevision <= floor {
-            outgoing.events = response.events.filter { $0.kv.modRevision > floor }
-        }
-        guard let last = outgoing.events.last else { return }
-        subscription.floorRevision = last.kv.modRevision
-        subscription.syncedRevision = max(subscription.syncedRevision, last.kv.modRevision)
-        core.subscriptions[id] = subscription
-        subscription.deliver(.response(outgoing))
     }
 
     /// A progress answer for a broadcast: its members are synced up to its

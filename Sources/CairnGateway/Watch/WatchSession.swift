@@ -106,16 +106,22 @@ public final class WatchSession: RPCStreamHandler {
         self.outbound = outbound
         self.onWatchLimitReached = onWatchLimitReached
         writer.onWritable = { [weak self] in self?.drain() }
-        self.scheduleProgressTick()
     }
 
+    /// The periodic progress tick runs only while a watch of the stream
+    /// asked for progress notifications: streams without one (most) keep
+    /// no timer.
     private func scheduleProgressTick() {
         self.progressTask = self.writer.eventLoop.assumeIsolated().scheduleTask(
             in: self.configuration.progressNotifyInterval
         ) { [weak self] in
             guard let self, case .open = self.state else { return }
             self.progressTick()
-            self.scheduleProgressTick()
+            if self.watches.values.contains(where: \.progressNotify) {
+                self.scheduleProgressTick()
+            } else {
+                self.progressTask = nil
+            }
         }
     }
 
@@ -171,6 +177,7 @@ public final class WatchSession: RPCStreamHandler {
             subscriptionID: subscriptionID, progressNotify: request.progressNotify, fragment: request.fragment
         )
         self.watchBySubscription[subscriptionID] = watchID
+        if request.progressNotify && self.progressTask == nil { self.scheduleProgressTick() }
         self.control.append(.create(watchID: watchID, answer: nil))
         let session = NIOLoopBound(self, eventLoop: self.writer.eventLoop)
         let eventLoop = self.writer.eventLoop

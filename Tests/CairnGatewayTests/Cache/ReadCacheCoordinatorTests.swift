@@ -174,4 +174,45 @@ import Testing
         harness.coordinator.tick()
         #expect(harness.isForwarded(1))
     }
+
+    /// A batch of reads admitted as one waits for a barrier sent after its
+    /// admission, and then for its cache to reach the barrier and the
+    /// batch's floor; it gets the cache itself, and a broken cache gets nil.
+    @Test func aGroupWaitsForItsOwnBarrierAndGetsTheCache() throws {
+        let harness = Harness()
+        try Self.makeLoaded(harness)
+        harness.read(1, key: "a/k")
+        harness.runDeferred()
+        var caches: [PrefixCache?] = []
+        var session = SessionRevisionFloor()
+        session.observe(12)
+        harness.coordinator.readGroup(cache: Self.alpha, session: session, linearizable: true) {
+            caches.append($0)
+        }
+        harness.runDeferred()
+        harness.barrierCompletions[0](.success(11))
+        #expect(caches.isEmpty, "the group arrived after the first barrier was sent")
+        harness.runDeferred()
+        #expect(harness.barrierCompletions.count == 2)
+        harness.barrierCompletions[1](.success(11))
+        #expect(caches.isEmpty, "the cache (10) is below the group's floor (12)")
+        harness.coordinator.apply(CacheFixture.progress(12), to: Self.alpha)
+        #expect(caches.count == 1)
+        let cache = try #require(caches.first ?? nil)
+        #expect(cache.knownRevision == 12)
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data("a/k".utf8)
+        #expect(cache.answer(request)?.kvs.map(\.value) == [Data("v".utf8)])
+
+        harness.coordinator.readGroup(cache: Self.beta, session: SessionRevisionFloor(), linearizable: true) {
+            caches.append($0)
+        }
+        harness.runDeferred()
+        harness.coordinator.feedInterrupted(Self.beta)
+        #expect(caches.count == 2 && caches[1] == nil, "a broken cache forwards the group")
+        harness.coordinator.readGroup(cache: ReadBarrier.CacheID(9), session: session, linearizable: true) {
+            caches.append($0)
+        }
+        #expect(caches.count == 3 && caches[2] == nil, "an unknown cache forwards at once")
+    }
 }
