@@ -30,7 +30,6 @@ final class ServerCall {
     /// The single request of a unary call, held until END_STREAM proves there is exactly one.
     var unaryRequest: ByteBuffer?
     var unaryHandler: (@Sendable (ByteBuffer, ServerCall) -> Void)?
-    private var deadlineTask: Scheduled<Void>?
     private var cancelCallbacks: [() -> Void] = []
 
     /// Response bytes handed to the channel but not yet written to the socket.
@@ -56,13 +55,16 @@ final class ServerCall {
 
     var isWritable: Bool { self.unwrittenBytes < self.connection.configuration.streamBufferedBytesHigh }
 
+    /// Registers the call's deadline with the connection's one deadline timer.
     func armDeadline() {
         guard let deadline = self.deadline else { return }
-        self.deadlineTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.deadlineTask = nil
-            self.finish(RPCStatus(.deadlineExceeded, "context deadline exceeded"))
-            self.notifyCancelled()
-        }
+        self.connection.deadlineArmed(deadline)
+    }
+
+    /// The client's `grpc-timeout` passed (the connection's sweep found it).
+    func deadlineExceeded() {
+        self.finish(RPCStatus(.deadlineExceeded, "context deadline exceeded"))
+        self.notifyCancelled()
     }
 
     func onCancel(_ callback: @escaping () -> Void) {
@@ -124,8 +126,6 @@ final class ServerCall {
         guard case .open(let headersSent, let requestEnded) = self.state else { return }
         self.state = .finished
         self.connection.configuration.callFinished?(self.path, status.code)
-        self.deadlineTask?.cancel()
-        self.deadlineTask = nil
         self.connection.writeHeaders(
             self.streamID, ServerConnectionHandler.trailers(status, trailersOnly: !headersSent),
             endStream: true)
@@ -150,8 +150,6 @@ final class ServerCall {
     func streamClosed() {
         let wasOpen = !self.isFinished
         self.state = .finished
-        self.deadlineTask?.cancel()
-        self.deadlineTask = nil
         if wasOpen {
             self.connection.configuration.callFinished?(self.path, .cancelled)
             self.notifyCancelled()

@@ -44,6 +44,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
     private var hasStarted = false
     private var keepaliveTask: Scheduled<Void>?
     private var pingTimeoutTask: Scheduled<Void>?
+    /// One timer for the deadlines of all calls, armed for the earliest
+    /// (`deadlineArmed`): a timer per call, scheduled and then cancelled
+    /// when the call ended a few milliseconds later, cost 4-5% of a busy
+    /// gateway's CPU.
+    private var deadlineTask: Scheduled<Void>?
+    private var deadlineTaskDue: NIODeadline?
 
     init(router: RPCServiceRouter, configuration: RPCServerConfiguration) {
         self.router = router
@@ -84,6 +90,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
         self.state = .closed
         self.keepaliveTask?.cancel()
         self.pingTimeoutTask?.cancel()
+        self.deadlineTask?.cancel()
+        self.deadlineTask = nil
         let calls = self.calls
         self.calls = [:]
         for call in calls.values { call.streamClosed() }
@@ -276,6 +284,41 @@ final class ServerConnectionHandler: ChannelDuplexHandler, CoalescingFrameWriter
         } else {
             call.sink?.end()
         }
+    }
+
+    // MARK: Deadlines
+
+    /// A call with `deadline` began: the timer fires no later than it.
+    func deadlineArmed(_ deadline: NIODeadline) {
+        if let due = self.deadlineTaskDue, due <= deadline { return }
+        self.deadlineTask?.cancel()
+        self.scheduleDeadlineSweep(at: deadline)
+    }
+
+    private func scheduleDeadlineSweep(at due: NIODeadline) {
+        if case .closed = self.state { return }
+        guard let context = self.context else { return }
+        self.deadlineTaskDue = due
+        self.deadlineTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) {
+            self.sweepDeadlines()
+        }
+    }
+
+    /// Ends the calls whose deadline passed; the timer moves to the next one.
+    private func sweepDeadlines() {
+        self.deadlineTask = nil
+        self.deadlineTaskDue = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for call in self.calls.values where !call.isFinished {
+            guard let deadline = call.deadline else { continue }
+            if deadline <= now {
+                call.deadlineExceeded()
+            } else {
+                next = min(next ?? deadline, deadline)
+            }
+        }
+        if let next { self.scheduleDeadlineSweep(at: next) }
     }
 
     // MARK: Flow control, keepalive, shutdown

@@ -159,6 +159,29 @@ final class ChunkStream: RPCStreamHandler {
         await server.server.shutdown()
     }
 
+    @Test func aLaterCallWithAnEarlierDeadlineIsEndedOnTime() async throws {
+        // One timer serves every deadline of a connection: a call arriving after
+        // one with a later deadline must pull the timer forward.
+        let server = try await TestServer()
+        let client = try RPCClient(endpoints: ["127.0.0.1:\(server.port)"])
+        var request = Etcdserverpb_TxnRequest()
+        request.failure = Array(repeating: Etcdserverpb_RequestOp(), count: 2000)  // answers after 2 s
+        let slow = request
+        let patient = Task {
+            try await client.unary(EtcdKV.txn, slow, options: RPCCallOptions(timeout: .seconds(30)))
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        // The client does not enforce this one: only the server's timer can end it.
+        let hurried = RPCCallOptions(timeout: nil, metadata: ["grpc-timeout": "200m"])
+        await #expect(throws: RPCStatus(.deadlineExceeded, "context deadline exceeded")) {
+            _ = try await client.unary(EtcdKV.txn, slow, options: hurried)
+        }
+        #expect(server.cancelledPaths.withLockedValue { $0 }.contains(EtcdKV.txn.path))
+        _ = try await patient.value
+        await client.shutdown()
+        await server.server.shutdown()
+    }
+
     @Test func oversizedRequestIsRefusedAndTheConnectionStaysUp() async throws {
         var configuration = RPCServerConfiguration()
         configuration.requestBytesMax = 1024
