@@ -243,22 +243,27 @@ public final class Member: @unchecked Sendable {
 
     /// Proposes a write; the future completes once it is applied here.
     public func propose(_ operation: Command.Operation) -> EventLoopFuture<ApplyResult> {
-        self.eventLoop.flatSubmit {
-            if self.exceedsQuota(operation) { return self.eventLoop.makeFailedFuture(CairnError.noSpace) }
-            let command = Command(
-                requester: RequestIdentity(member: self.memberID, id: self.nextRequestID),
-                operation: operation)
-            guard command.encoded().count <= self.configuration.requestBytesMax else {
-                return self.eventLoop.makeFailedFuture(CairnError.requestTooLarge)
-            }
-            return self.request { requestID in try self.replica.propose(operation, requestID: requestID) }
-                .flatMapThrowing { outcome in
-                    guard case .applied(let result) = outcome else {
-                        throw RPCStatusError.unexpected("\(outcome)")
-                    }
-                    return result
-                }
+        self.eventLoop.flatSubmit { self.proposeOnExecutor(operation) }
+    }
+
+    /// `propose` for a caller already on `eventLoop` (a write whose
+    /// authorization just ran there): no second trip through the loop's
+    /// task queue.
+    func proposeOnExecutor(_ operation: Command.Operation) -> EventLoopFuture<ApplyResult> {
+        self.eventLoop.preconditionInEventLoop()
+        if self.exceedsQuota(operation) { return self.eventLoop.makeFailedFuture(CairnError.noSpace) }
+        let command = Command(
+            requester: RequestIdentity(member: self.memberID, id: self.nextRequestID), operation: operation)
+        guard command.encoded().count <= self.configuration.requestBytesMax else {
+            return self.eventLoop.makeFailedFuture(CairnError.requestTooLarge)
         }
+        return self.request { requestID in try self.replica.propose(operation, requestID: requestID) }
+            .flatMapThrowing { outcome in
+                guard case .applied(let result) = outcome else {
+                    throw RPCStatusError.unexpected("\(outcome)")
+                }
+                return result
+            }
     }
 
     /// etcd refuses writes that can grow the store once it is over quota,

@@ -66,7 +66,8 @@ extension MemberServices {
         self.authorize(context) { stateMachine, identity in
             try stateMachine.authorize(identity, operation: operation)
         }.flatMap {
-            self.write(operation, convert)
+            // `authorize` completes on the executor: propose from there.
+            self.write(operation, onExecutor: true, convert)
         }
     }
 

@@ -68,11 +68,13 @@ public struct MemberServices: Sendable {
     }
 
     /// Runs a write and converts its result, mapping errors to statuses.
+    /// `onExecutor`: the caller runs on the member's executor already.
     func write<Response: Sendable>(
-        _ operation: Command.Operation,
+        _ operation: Command.Operation, onExecutor: Bool = false,
         _ convert: @escaping @Sendable (ApplyResult.Response, Int64) throws -> Response
     ) -> EventLoopFuture<Response> {
-        self.member.propose(operation).flatMapThrowing { result in
+        let proposed = onExecutor ? self.member.proposeOnExecutor(operation) : self.member.propose(operation)
+        return proposed.flatMapThrowing { result in
             if case .failed(let error) = result.response { throw error }
             return try convert(result.response, result.revision)
         }.flatMapErrorThrowing { error in throw Self.status(for: error) }
