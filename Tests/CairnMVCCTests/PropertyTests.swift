@@ -193,6 +193,9 @@ import Testing
             }
             #expect(store.currentRevision == reference.current, "\(context)")
             #expect(store.liveKeyCount == reference.snapshot(reference.current).count, "\(context)")
+            // Every key now, limited: counted from the kept count, not by a walk.
+            let firstTwo = RangeRequest(key: Key([0]), rangeEnd: Key([0]), limit: 2)
+            same(try store.range(firstTwo), try reference.range(firstTwo), context)
         }
         #expect(reference.current > 600, "the sequence must write a lot")
         // The mix must exercise both outcomes of every kind of operation.
