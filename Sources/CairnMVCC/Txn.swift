@@ -144,29 +144,13 @@ extension MVCCStore {
         try TxnValidation.check(request, operationsMax: limits.txnOperationsMax)
         let decision = decide(request)
         try checkChosen(request, decision, puts: false, isLeaseGranted: { _ in false })
-        var response = executeReads(request, decision)
-        response.revision = currentRevision
+        // Ranges only: executing on a copy writes nothing, so the copy shares
+        // every buffer with this store (nothing is copied).
+        var reader = self
+        var write = reader.beginWrite()
+        var response = reader.executeTxn(request, decision, in: &write)
+        response.revision = write.readRevision
         return response
-    }
-
-    private func executeReads(_ request: TxnRequest, _ decision: Decision) -> TxnResponse {
-        var nested = decision.nested.makeIterator()
-        var responses: [ResponseOperation] = []
-        for operation in decision.succeeded ? request.success : request.failure {
-            switch operation {
-            case .range(let range):
-                do {
-                    responses.append(.range(try executeRange(range, current: currentRevision)))
-                } catch {
-                    preconditionFailure("txn range failed after its checks: \(error)")
-                }
-            case .txn(let inner):
-                responses.append(.txn(executeReads(inner, nested.next()!)))
-            case .put, .deleteRange:
-                preconditionFailure("a write in a read-only txn")
-            }
-        }
-        return TxnResponse(revision: 0, succeeded: decision.succeeded, responses: responses)
     }
 
     /// Which branch each txn (outer, then nested in the chosen branches)

@@ -88,16 +88,12 @@ public struct MemberServices: Sendable {
             } catch {
                 return self.member.eventLoop.makeFailedFuture(Self.status(for: error))
             }
-            let credential = self.auth.credential(context)
-            let body: @Sendable (StateMachine) throws -> Etcdserverpb_RangeResponse = { stateMachine in
-                let identity = try self.auth.identity(credential, stateMachine.auth)
+            // etcd's default is linearizable; `serializable` reads the local state.
+            return self.read(context, serializable: wire.serializable) { stateMachine, identity in
                 try stateMachine.authorize(identity, range: request)
                 let response = try stateMachine.store.range(request)
                 return WireConversion.range(response, header: self.header(revision: response.revision))
             }
-            // etcd's default is linearizable; `serializable` reads the local state.
-            let answer = wire.serializable ? self.member.read(body) : self.member.linearizableRead(body)
-            return answer.flatMapErrorThrowing { error in throw Self.status(for: error) }
         }
         router.unaryFuture(EtcdKV.put) { wire, context in
             let request = WireConversion.put(wire)
@@ -127,16 +123,11 @@ public struct MemberServices: Sendable {
             if request.isReadOnly {
                 // As etcd: a txn of ranges is a read, after a ReadIndex unless
                 // every range asks for a serializable answer.
-                let credential = self.auth.credential(context)
-                let body: @Sendable (StateMachine) throws -> Etcdserverpb_TxnResponse = { stateMachine in
-                    let identity = try self.auth.identity(credential, stateMachine.auth)
+                return self.read(context, serializable: Self.isSerializable(wire)) { stateMachine, identity in
                     try stateMachine.authorize(identity, txn: request)
                     let response = try stateMachine.store.readOnlyTxn(request)
                     return WireConversion.txn(response, header: self.header(revision: response.revision))
                 }
-                let answer =
-                    Self.isSerializable(wire) ? self.member.read(body) : self.member.linearizableRead(body)
-                return answer.flatMapErrorThrowing { error in throw Self.status(for: error) }
             }
             return self.write(.txn(request), authorizing: context) { response, revision in
                 guard case .txn(let txn) = response else { throw Self.unexpected(response) }
@@ -151,6 +142,20 @@ public struct MemberServices: Sendable {
                 return answer
             }
         }
+    }
+
+    /// A KV read as the caller's identity: on the local state when
+    /// `serializable`, else after a ReadIndex; errors mapped to statuses.
+    private func read<Response: Sendable>(
+        _ context: RPCContext, serializable: Bool,
+        _ body: @escaping @Sendable (StateMachine, AuthIdentity?) throws -> Response
+    ) -> EventLoopFuture<Response> {
+        let credential = self.auth.credential(context)
+        let run: @Sendable (StateMachine) throws -> Response = { stateMachine in
+            try body(stateMachine, try self.auth.identity(credential, stateMachine.auth))
+        }
+        let answer = serializable ? self.member.read(run) : self.member.linearizableRead(run)
+        return answer.flatMapErrorThrowing { error in throw Self.status(for: error) }
     }
 
     /// etcd's `isTxnSerializable`: every operation of both branches is a
