@@ -99,26 +99,19 @@ public struct MVCCStore: Sendable {
         if revision < compactedRevision { throw .compacted }
         var keyValues: [KeyValue] = []
         var count: Int64 = 0
-        if range == .all && revision == current {
-            // Every key, as it is now: the count is kept (`liveKeyCount`), so
-            // only the versions returned are visited, not the whole key space
-            // (etcdctl's `get "" --from-key --limit N`, etcd benchmark's reads).
-            count = Int64(liveKeyCount)
-            guard !countOnly else { return ([], count) }
-            scanRevisions(range, at: revision) { _, stored in
-                keyValues.append(value(at: stored))
-                return limit <= 0 || Int64(keyValues.count) < limit
-            }
-            return (keyValues, count)
-        }
+        // Every key as it is now: the count is kept (`liveKeyCount`), so the
+        // walk stops once the versions to return are in, instead of visiting
+        // the whole key space (etcdctl's `get "" --from-key --limit N`).
+        let countIsKept = range == .all && revision == current
+        if countIsKept && countOnly { return ([], Int64(liveKeyCount)) }
         scanRevisions(range, at: revision) { _, stored in
             count += 1
             if !countOnly && (limit <= 0 || Int64(keyValues.count) < limit) {
                 keyValues.append(value(at: stored))
             }
-            return true
+            return !(countIsKept && limit > 0 && Int64(keyValues.count) >= limit)
         }
-        return (keyValues, count)
+        return (keyValues, countIsKept ? Int64(liveKeyCount) : count)
     }
 
     // MARK: writing

@@ -57,7 +57,7 @@ extension Replica {
         guard case .awaiting(let ready) = persistState else {
             preconditionFailure("persisted() without an outstanding persist request (state \(persistState))")
         }
-        if let snapshot = ready.snapshot { storage.applySnapshot(retained(snapshot)) }
+        if let snapshot = ready.snapshot { storage.applySnapshot(config.retained(snapshot)) }
         if let hardState = ready.hardState { storage.setHardState(hardState) }
         storage.append(ready.entries)
         persistState = .persisted(ready)
@@ -71,7 +71,7 @@ extension Replica {
         do throws(StorageError) {
             try storage.createSnapshot(
                 index: snapshot.index, confState: snapshot.confState,
-                data: config.retainsSnapshotData ? snapshot.data : [])
+                data: config.retained(snapshot).data)
             lastSnapshotIndex = max(lastSnapshotIndex, snapshot.index)
             if snapshot.index > config.catchUpEntries {
                 let compactIndex = snapshot.index - config.catchUpEntries
@@ -93,14 +93,6 @@ extension Replica {
         guard let hardState = ready.hardState else { return true }
         let durable = storage.hardState
         return hardState.term == durable.term && hardState.vote == durable.vote
-    }
-
-    /// What the in-memory log keeps of a snapshot (`ReplicaConfig.retainsSnapshotData`).
-    func retained(_ snapshot: Snapshot) -> Snapshot {
-        guard !config.retainsSnapshotData else { return snapshot }
-        var metadata = snapshot
-        metadata.data = []
-        return metadata
     }
 
     /// Committed entries of a batch that are already in the durable log

@@ -85,14 +85,13 @@ public final class Replica {
         let storage = MemoryStorage()
         self.storage = storage
         var machine = StateMachine(config: config.stateMachine)
-        if var snapshot = recovered.snapshot, !snapshot.isEmpty {
+        if let snapshot = recovered.snapshot, !snapshot.isEmpty {
             do throws(DecodeError) {
                 try machine.restore(snapshot.data, now: now)
             } catch {
                 throw .corruptSnapshot(error)
             }
-            if !config.retainsSnapshotData { snapshot.data = [] }
-            storage.applySnapshot(snapshot)
+            storage.applySnapshot(config.retained(snapshot))
         }
         storage.setHardState(recovered.hardState)
         storage.append(recovered.entries.filter { $0.index > storage.firstIndex() - 1 })

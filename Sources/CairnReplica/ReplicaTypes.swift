@@ -32,6 +32,14 @@ public struct ReplicaConfig: Sendable {
     /// simulator, whose disk is this log, keeps them.
     public var retainsSnapshotData = true
 
+    /// What the in-memory log keeps of `snapshot` (`retainsSnapshotData`).
+    func retained(_ snapshot: Snapshot) -> Snapshot {
+        guard !retainsSnapshotData else { return snapshot }
+        var metadata = snapshot
+        metadata.data = []
+        return metadata
+    }
+
     public init(memberID: MemberID, randomSeed: UInt64 = 0) {
         raft = RaftConfig(id: memberID.rawValue, randomSeed: randomSeed)
         stateMachine = StateMachine.Config()
